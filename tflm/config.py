@@ -157,7 +157,8 @@ def base_config() -> ml_collections.ConfigDict:
     )
 
 
-def _suggest(key: str, valid) -> str:
+def suggest_keys(key: str, valid) -> str:
+    """' Did you mean X? Valid keys: ...' for an error message about ``key``."""
     close = difflib.get_close_matches(key, list(valid), n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
     return f"{hint} Valid keys: {', '.join(sorted(valid))}."
@@ -173,7 +174,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     for section in config.keys():
         if section not in SECTIONS:
             raise ConfigError(
-                f"Unknown config section '{section}'.{_suggest(section, SECTIONS)}"
+                f"Unknown config section '{section}'.{suggest_keys(section, SECTIONS)}"
             )
     for section in SECTIONS:
         if section not in config:
@@ -183,7 +184,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         for key in config[section].keys():
             if key not in valid:
                 raise ConfigError(
-                    f"Unknown config key '{section}.{key}'.{_suggest(key, valid)}"
+                    f"Unknown config key '{section}.{key}'.{suggest_keys(key, valid)}"
                 )
     for path, options in CHOICES.items():
         section, key = path.split(".")
@@ -258,13 +259,13 @@ def config_from_dict(values: dict) -> ml_collections.ConfigDict:
     for section, entries in values.items():
         if section not in SECTIONS:
             raise ConfigError(
-                f"Unknown config section '{section}'.{_suggest(section, SECTIONS)}"
+                f"Unknown config section '{section}'.{suggest_keys(section, SECTIONS)}"
             )
         for key, value in entries.items():
             if key not in config[section]:
                 raise ConfigError(
                     f"Unknown config key '{section}.{key}'."
-                    f"{_suggest(key, config[section].keys())}"
+                    f"{suggest_keys(key, config[section].keys())}"
                 )
             if isinstance(config[section][key], tuple) and isinstance(value, list):
                 value = tuple(value)

@@ -1,0 +1,270 @@
+"""The ``tflm`` command: one sub-command per library function.
+
+    tflm train --config=configs/gpt_mini.py --workdir=runs/x [--config.train.steps=100]
+    tflm evaluate --model=runs/x/model [--corpus=...] [--split=validation]
+    tflm generate --model=runs/x/model --prompt="Once" [--sampler=top_p ...]
+    tflm tokenizer --corpus=... --kind=bpe --vocab_size=8192 --out=DIR [--encode]
+    tflm export --model=runs/x/model --out=DIR --format=saved_model|tflite
+
+Each sub-command parses its absl flags and calls one library function; ``--config`` is an
+``ml_collections`` config file whose fields are overridable as ``--config.train.steps=N``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+
+from absl import app, flags
+
+from tflm.errors import ConfigError, TflmError
+
+FLAGS = flags.FLAGS
+
+SUMMARIES = {
+    "train": "pre-train a model from a config file into a run directory",
+    "evaluate": "perplexity of a model directory on a corpus split (JSON)",
+    "generate": "generate text from a model directory",
+    "embed": "sentence embeddings from an encoder model directory",
+    "finetune": "fine-tune a model directory on a downstream task",
+    "export": "export a model directory as a SavedModel or TFLite model",
+    "tokenizer": "train a tokenizer on a corpus (and build its token cache)",
+}
+
+
+class NotImplementedYet(TflmError):
+    """A sub-command whose feature has not landed yet."""
+
+
+def _print_json(value) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def _check_config_overrides(argv: list[str]) -> None:
+    """Fails on ``--config.section.key=...`` overrides naming a key that does not exist."""
+    from tflm.config import base_config, suggest_keys
+
+    reference = base_config()
+    for arg in argv:
+        if not arg.startswith("--config."):
+            continue
+        path = arg[len("--config."):].split("=", 1)[0].split(".")
+        node = reference
+        for depth, key in enumerate(path):
+            if not hasattr(node, "keys") or key not in node:
+                valid = node.keys() if hasattr(node, "keys") else []
+                where = ".".join(path[:depth]) or "the config"
+                raise ConfigError(
+                    f"Unknown config key '{'.'.join(path)}' in '{arg}': {where} has no "
+                    f"'{key}'.{suggest_keys(key, valid)}"
+                )
+            node = node[key]
+
+
+def _define_config_flag() -> None:
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file(
+        "config", None, "A configs/*.py file; override fields as --config.train.steps=N.",
+        lock_config=True,
+    )
+
+
+def _loaded_config():
+    from tflm.config import validate
+
+    if FLAGS.config is None:
+        raise ConfigError("--config is required, e.g. --config=configs/gpt_mini.py.")
+    config = FLAGS.config
+    config.unlock()
+    return validate(config)
+
+
+# --- sub-commands -----------------------------------------------------------------------
+
+
+def _train_flags() -> None:
+    _define_config_flag()
+    flags.DEFINE_string("workdir", None, "Run directory (resumed if it holds this run).")
+    flags.mark_flag_as_required("workdir")
+
+
+def _train(argv) -> None:
+    from tflm.training import train
+
+    summary = train(_loaded_config(), FLAGS.workdir)
+    _print_json(summary)
+
+
+def _evaluate_flags() -> None:
+    flags.DEFINE_string("model", None, "A model directory (e.g. runs/x/model).")
+    flags.DEFINE_string("corpus", None, "Corpus to score (default: the model's own).")
+    flags.DEFINE_enum("split", "validation", ["train", "validation", "test"], "Split.")
+    flags.DEFINE_integer("batch_size", 16, "Sequences per batch.")
+    flags.mark_flag_as_required("model")
+
+
+def _evaluate(argv) -> None:
+    from tflm.training import evaluate
+
+    _print_json(evaluate(FLAGS.model, corpus=FLAGS.corpus, split=FLAGS.split,
+                         batch_size=FLAGS.batch_size))
+
+
+def _read_prompts(path: str) -> list[str]:
+    from tflm.errors import DataError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            prompts = [line.rstrip("\n") for line in f if line.strip()]
+    except FileNotFoundError as e:
+        raise DataError(f"--prompts_file '{path}' does not exist.") from e
+    except UnicodeDecodeError as e:
+        raise DataError(f"--prompts_file '{path}' is not UTF-8 (byte {e.start}); "
+                        "re-save it as UTF-8.") from e
+    if not prompts:
+        raise DataError(f"--prompts_file '{path}' holds no prompts (one per line).")
+    return prompts
+
+
+def _generate_flags() -> None:
+    flags.DEFINE_string("model", None, "A model directory (e.g. runs/x/model).")
+    flags.DEFINE_multi_string("prompt", [], "A prompt; repeat for several.")
+    flags.DEFINE_string("prompts_file", None, "A UTF-8 file with one prompt per line.")
+    flags.DEFINE_integer("max_new_tokens", 64, "Tokens to generate per prompt.")
+    flags.DEFINE_string("sampler", "top_p", "greedy|temperature|top_k|top_p|beam.")
+    flags.DEFINE_float("temperature", 0.8, "Softmax temperature.")
+    flags.DEFINE_integer("top_k", None, "Keep the k most likely tokens (top_k sampler).")
+    flags.DEFINE_float("top_p", 0.9, "Nucleus probability mass (top_p sampler).")
+    flags.DEFINE_integer("num_beams", None, "Beam width (beam sampler).")
+    flags.DEFINE_integer("seed", 0, "Sampling seed.")
+    flags.DEFINE_bool("stream", None, "Stream tokens as produced (default: on for one "
+                      "prompt in a terminal).")
+    flags.mark_flag_as_required("model")
+
+
+def _generate(argv) -> None:
+    import tflm
+
+    prompts = list(FLAGS.prompt)
+    if FLAGS.prompts_file:
+        prompts += _read_prompts(FLAGS.prompts_file)
+    lm = tflm.load(FLAGS.model)
+    options = dict(max_new_tokens=FLAGS.max_new_tokens, sampler=FLAGS.sampler,
+                   temperature=FLAGS.temperature, top_k=FLAGS.top_k, top_p=FLAGS.top_p,
+                   num_beams=FLAGS.num_beams, seed=FLAGS.seed)
+    stream = FLAGS.stream if FLAGS.stream is not None else (
+        len(prompts) == 1 and sys.stdout.isatty())
+    if stream and len(prompts) == 1 and FLAGS.sampler != "beam":
+        print(prompts[0], end="", flush=True)
+        for piece in lm.stream(prompts[0], **options):
+            print(piece, end="", flush=True)
+        print()
+        return
+    for prompt, text in zip(prompts, lm.generate(prompts, **options)):
+        print(f"--- {prompt!r}\n{prompt}{text}\n")
+
+
+def _tokenizer_flags() -> None:
+    flags.DEFINE_string("corpus", "builtin", "builtin, a WikiText name, or files/dir/glob.")
+    flags.DEFINE_enum("kind", "bpe", ["bpe", "wordpiece", "sentencepiece"], "Tokenizer kind.")
+    flags.DEFINE_integer("vocab_size", 8192, "Vocabulary size.")
+    flags.DEFINE_string("out", None, "Directory to save the tokenizer to.")
+    flags.DEFINE_bool("lowercase", False, "Lower-case (and strip accents) before tokenizing.")
+    flags.DEFINE_bool("encode", False, "Also build the token cache of every split.")
+    flags.DEFINE_string("cache_dir", None, "Token cache directory (default: under --out).")
+    flags.mark_flag_as_required("out")
+
+
+def _tokenizer(argv) -> None:
+    from tflm.text.cli import build_tokenizer
+
+    _print_json(build_tokenizer(corpus=FLAGS.corpus, kind=FLAGS.kind,
+                                vocabulary_size=FLAGS.vocab_size, out=FLAGS.out,
+                                lowercase=FLAGS.lowercase, encode=FLAGS.encode,
+                                cache_dir=FLAGS.cache_dir))
+
+
+def _export_flags() -> None:
+    flags.DEFINE_string("model", None, "A model directory (e.g. runs/x/model).")
+    flags.DEFINE_string("out", None, "Output directory.")
+    flags.DEFINE_enum("format", "saved_model", ["saved_model", "tflite"], "Format.")
+    flags.DEFINE_enum("quantize", "none", ["none", "float16", "dynamic_int8", "int8"],
+                      "TFLite quantization.")
+    flags.mark_flag_as_required("model")
+    flags.mark_flag_as_required("out")
+
+
+def _export(argv) -> None:
+    try:
+        from tflm.export import export_model
+    except ImportError as e:
+        raise NotImplementedYet(
+            "tflm export is not implemented yet (the deployment issue has not landed)."
+        ) from e
+    _print_json(export_model(FLAGS.model, FLAGS.out, format=FLAGS.format,
+                             quantize=FLAGS.quantize))
+
+
+def _not_implemented(name: str, issue: str) -> tuple[Callable, Callable]:
+    def define() -> None:
+        flags.DEFINE_string("model", None, "A model directory.")
+
+    def run(argv) -> None:
+        raise NotImplementedYet(f"tflm {name} is not implemented yet ({issue} has not "
+                                "landed); nothing was done.")
+
+    return define, run
+
+
+COMMANDS: dict[str, tuple[Callable, Callable]] = {
+    "train": (_train_flags, _train),
+    "evaluate": (_evaluate_flags, _evaluate),
+    "generate": (_generate_flags, _generate),
+    "embed": _not_implemented("embed", "the contrastive sentence-embedding issue"),
+    "finetune": _not_implemented("finetune", "the fine-tuning issue"),
+    "export": (_export_flags, _export),
+    "tokenizer": (_tokenizer_flags, _tokenizer),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: tflm <command> [--flags]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {SUMMARIES[name]}" for name in COMMANDS]
+    lines += ["", "Run 'tflm <command> --help' for a command's flags."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``tflm`` console script; returns the exit status."""
+    argv = list(sys.argv if argv is None else argv)
+    if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
+        print(usage())
+        return 0 if len(argv) >= 2 else 2
+    name = argv[1]
+    if name not in COMMANDS:
+        print(f"tflm: unknown command '{name}'.\n\n{usage()}", file=sys.stderr)
+        return 2
+    define, run = COMMANDS[name]
+    define()
+
+    def run_and_report(args) -> None:
+        try:
+            run(args)
+        except TflmError as e:
+            print(f"tflm {name}: error: {e}", file=sys.stderr)
+            sys.exit(1)
+
+    try:
+        _check_config_overrides(argv[2:])
+    except ConfigError as e:
+        print(f"tflm {name}: error: {e}", file=sys.stderr)
+        return 1
+    app.run(run_and_report, argv=[f"tflm {name}"] + argv[2:])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
