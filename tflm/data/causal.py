@@ -1,0 +1,106 @@
+"""Causal LM pipeline: documents joined with end-of-text, packed into blocks, shifted by one.
+
+The usual GPT recipe: every document is followed by `eos_id`, the joined stream is cut into
+consecutive non-overlapping blocks of `seq_len + 1` tokens, and a block gives the inputs
+`block[:-1]` and the next-token labels `block[1:]`. Training batches are a deterministic
+function of `(seed, step)` (see `tflm.data.step_stream`).
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from tflm.data import step_stream
+from tflm.data.blocks import cache_arrays, count_blocks, joined_stream, pack_blocks
+
+
+def _causal_blocks(cache, seq_len, eos_id, pad_id, remainder, split):
+    """Block table int32 (num_blocks, seq_len + 1) and lengths int32 (num_blocks,)."""
+    ids, offsets = cache_arrays(cache, split)
+    stream = joined_stream(ids, offsets, eos_id)
+    # A last partial block needs 2 tokens to hold one (input, label) pair.
+    return pack_blocks(stream, seq_len + 1, remainder, pad_id, split, "seq_len+1", 2)
+
+
+def num_blocks(cache, seq_len: int, remainder: str = "drop") -> int:
+    """Number of blocks of one epoch of `causal_lm_dataset` (epochs = steps * batch / this)."""
+    ids, offsets = cache_arrays(cache, "train")
+    return count_blocks(len(ids) + len(offsets) - 1, seq_len + 1, remainder, 2)
+
+
+def block_features(blocks: tf.Tensor, lengths: tf.Tensor):
+    """`(x, y, sample_weight)` of blocks int32 (B, seq_len + 1) holding `lengths` real tokens."""
+    seq_len = blocks.shape[-1] - 1
+    token_ids, labels = blocks[:, :-1], blocks[:, 1:]  # (B, seq_len) each
+    real = tf.range(seq_len)[None, :] < (lengths - 1)[:, None]  # (B, seq_len)
+    x = {"token_ids": token_ids, "padding_mask": tf.cast(real, tf.int32)}
+    return x, labels, tf.cast(real, tf.float32)
+
+
+def _lookup(blocks: np.ndarray, lengths: np.ndarray):
+    """Function of block indices int64 (b,) -> that batch's `(x, y, sample_weight)`."""
+    block_table, length_table = tf.constant(blocks), tf.constant(lengths)
+    return lambda idx: block_features(tf.gather(block_table, idx), tf.gather(length_table, idx))
+
+
+def causal_lm_dataset(
+    cache,
+    seq_len: int,
+    batch_size: int,
+    seed: int,
+    start_step: int = 0,
+    *,
+    eos_id: int,
+    pad_id: int = 0,
+    remainder: str = "drop",
+    input_context: tf.distribute.InputContext | None = None,
+    deterministic: bool = True,
+    split: str = "train",
+) -> tf.data.Dataset:
+    """Endless training batches of steps `start_step, start_step + 1, ...`.
+
+    Args:
+        cache: token cache (`ids`, `offsets`), e.g. `TokenCache`.
+        seq_len: tokens per example; blocks hold `seq_len + 1` tokens.
+        batch_size: global batch size (split over replicas with `input_context`).
+        seed: shuffles the blocks of each epoch with `(seed, epoch)`.
+        start_step: first step yielded; a resumed run passes the step it resumes at.
+        eos_id: end-of-text id appended after every document.
+        pad_id: id of the padding of a last partial block (`remainder="pad"`).
+        remainder: "drop" the last partial block, or "pad" it (weight 0 on padding).
+        input_context: `tf.distribute.InputContext`; this pipeline then yields
+            per-replica batches, its disjoint share of every global batch.
+        deterministic: `tf.data.Options.deterministic`; False may reorder batches.
+        split: the corpus split's name, used in error messages.
+
+    Returns:
+        `tf.data.Dataset` of `(x, y, sample_weight)`: `x = {"token_ids": int32 (B, seq_len),
+        "padding_mask": int32 (B, seq_len)}`, `y` int32 (B, seq_len) with
+        `y[:, t] == block[t + 1]`, `sample_weight` float32 (B, seq_len), 0 on padding.
+
+    Raises:
+        DataError: the split has fewer tokens than one block, or a bad batch split.
+    """
+    blocks, lengths = _causal_blocks(cache, seq_len, eos_id, pad_id, remainder, split)
+    lookup = _lookup(blocks, lengths)
+    stream = step_stream.step_indices(len(blocks), batch_size, seed, start_step)
+    stream = step_stream.shard_for_pipeline(stream, batch_size, input_context)
+    return step_stream.finish(stream, lambda step, row, idx: lookup(idx), deterministic)
+
+
+def causal_lm_eval_dataset(
+    cache,
+    seq_len: int,
+    batch_size: int,
+    eos_id: int,
+    pad_id: int = 0,
+    remainder: str = "drop",
+    split: str = "validation",
+) -> tf.data.Dataset:
+    """Finite, unshuffled batches holding every block once (the last batch may be smaller).
+
+    Same blocks and element structure as `causal_lm_dataset`.
+    """
+    blocks, lengths = _causal_blocks(cache, seq_len, eos_id, pad_id, remainder, split)
+    lookup = _lookup(blocks, lengths)
+    batches = tf.data.Dataset.range(len(blocks)).batch(batch_size)
+    return step_stream.finish(batches, lookup)

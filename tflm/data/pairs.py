@@ -1,0 +1,202 @@
+"""Sentence-pair pipelines: next sentence prediction (BERT) and sentence order (ALBERT).
+
+Each document is cut into consecutive segments of `segment_len` tokens (the last one of a
+document may be shorter). An example starts from a segment A that has a successor in its
+document and packs `[CLS] A [SEP] B [SEP]`:
+- "nsp": B is the next segment (label 1) or, half the time, a uniformly drawn segment of
+  another document (label 0);
+- "sop": B is the next segment (label 1) or, half the time, A and B are swapped (label 0).
+So `next_sentence_label == 1` exactly when B directly follows A in the same document.
+The segment bookkeeping is numpy, done once; the choices per example are stateless random
+draws from `(seed, step)`, so batches are a deterministic function of `(seed, step)`.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from tflm.data import step_stream
+from tflm.data.blocks import cache_arrays
+from tflm.data.masking import MaskingSpec, mask_tokens, step_noise
+from tflm.errors import DataError
+
+TASKS = ("nsp", "sop")
+
+
+def truncate_pair(len_a, len_b, max_len):
+    """Lengths after BERT's `truncate_seq_pair`: trims the longer side first, B on ties.
+
+    Args: int tensors (or numbers) of the same shape. Returns `(len_a, len_b)` with
+    `len_a + len_b <= max_len`.
+    """
+    len_a, len_b = tf.convert_to_tensor(len_a), tf.convert_to_tensor(len_b)
+    max_len = tf.cast(max_len, len_a.dtype)
+    short = tf.minimum(len_a, len_b)
+    # The short side survives whole when it fits in half; otherwise both end near half.
+    a = tf.where(
+        2 * short <= max_len,
+        tf.where(len_a > len_b, max_len - len_b, len_a),
+        max_len - max_len // 2,
+    )
+    b = tf.where(
+        2 * short <= max_len, tf.where(len_a > len_b, len_b, max_len - len_a), max_len // 2
+    )
+    fits = len_a + len_b <= max_len
+    return tf.where(fits, len_a, a), tf.where(fits, len_b, b)
+
+
+def segment_table(offsets: np.ndarray, segment_len: int) -> dict:
+    """Segments of every document: `start`, `end`, `doc` (S,), `first`, `count` (docs,)."""
+    doc_lengths = np.diff(offsets)
+    count = (doc_lengths + segment_len - 1) // segment_len  # segments per document
+    doc = np.repeat(np.arange(len(count)), count)
+    first = np.concatenate([[0], np.cumsum(count)[:-1]]).astype(np.int64)
+    start = offsets[doc] + (np.arange(len(doc)) - first[doc]) * segment_len
+    end = np.minimum(start + segment_len, offsets[doc + 1])
+    return {"start": start, "end": end, "doc": doc, "first": first, "count": count}
+
+
+def _batch_maker(
+    cache, task, seq_len, batch_size, seed, cls_id, sep_id, pad_id, segment_len, masking, split
+):
+    """`(anchors int64 (N,), make_batch(step, row_start, indices))` of the pair pipeline."""
+    if task not in TASKS:
+        raise DataError(f"task must be one of {TASKS}, got {task!r}.")
+    ids, offsets = cache_arrays(cache, split)
+    segment_len = segment_len or (seq_len - 3) // 2
+    seg = segment_table(offsets, segment_len)
+    within = np.arange(len(seg["doc"])) - seg["first"][seg["doc"]]
+    anchors = np.flatnonzero(within < seg["count"][seg["doc"]] - 1)
+    if not len(anchors):
+        raise DataError(
+            f"corpus split {split}: no document is longer than one segment of {segment_len} "
+            "tokens, so no sentence pair can be built; use longer documents or a smaller "
+            "config.data.seq_len."
+        )
+    if task == "nsp" and np.count_nonzero(seg["count"]) < 2:
+        raise DataError(
+            f"corpus split {split}: next sentence prediction needs at least two non-empty "
+            "documents to draw random segments from; add documents or use task='sop'."
+        )
+    table = {k: tf.constant(v, tf.int64) for k, v in seg.items()}
+    ids_table, anchor_table = tf.constant(ids), tf.constant(anchors, tf.int64)
+    num_segments = len(seg["doc"])
+
+    def make_batch(step, row_start, idx):
+        a = tf.gather(anchor_table, idx)  # (b,) segment ids
+        rows = tf.shape(idx, out_type=tf.int64)[0]
+        coin, pick = tf.unstack(step_noise(seed, step, 2, batch_size, 1, salt=2)[:, :, 0])
+        coin, pick = coin[row_start : row_start + rows], pick[row_start : row_start + rows]
+        label = coin < 0.5  # (b,)
+        if task == "nsp":
+            doc = tf.gather(table["doc"], a)
+            others = num_segments - tf.gather(table["count"], doc)  # segments elsewhere
+            r = tf.minimum(tf.cast(pick * tf.cast(others, tf.float32), tf.int64), others - 1)
+            first_of_doc = tf.gather(table["first"], doc)
+            random_seg = tf.where(r >= first_of_doc, r + tf.gather(table["count"], doc), r)
+            seg_a, seg_b = a, tf.where(label, a + 1, random_seg)
+        else:
+            seg_a, seg_b = tf.where(label, a, a + 1), tf.where(label, a + 1, a)
+        x = pack_pair(ids_table, table, seg_a, seg_b, seq_len, cls_id, sep_id, pad_id)
+        label = tf.cast(label, tf.int32)
+        if masking is None:
+            return x, label
+        noise = step_noise(seed, step, 3, batch_size, seq_len, salt=1)
+        masked = mask_tokens(
+            x["token_ids"], x["padding_mask"], noise[:, row_start : row_start + rows], masking
+        )
+        x = dict(x, token_ids=masked["token_ids"], mask_positions=masked["mask_positions"])
+        y = {"mask_ids": masked["mask_ids"], "next_sentence_label": label}
+        weights = {
+            "mask_ids": masked["mask_weights"],
+            "next_sentence_label": tf.ones_like(label, tf.float32),
+        }
+        return x, y, weights
+
+    return anchors, make_batch
+
+
+def pack_pair(ids, table, seg_a, seg_b, seq_len, cls_id, sep_id, pad_id):
+    """`[CLS] A [SEP] B [SEP]` of segments `seg_a`, `seg_b` (b,): `{"token_ids",
+    "padding_mask", "segment_ids"}` int32 (b, seq_len)."""
+    start_a, start_b = tf.gather(table["start"], seg_a), tf.gather(table["start"], seg_b)
+    len_a = tf.gather(table["end"], seg_a) - start_a
+    len_b = tf.gather(table["end"], seg_b) - start_b
+    len_a, len_b = truncate_pair(len_a, len_b, seq_len - 3)
+    t = tf.range(seq_len, dtype=tf.int64)[None, :]  # (1, T)
+    start_a, start_b, len_a, len_b = (v[:, None] for v in (start_a, start_b, len_a, len_b))
+    in_a = (t >= 1) & (t <= len_a)
+    in_b = (t >= len_a + 2) & (t <= len_a + len_b + 1)
+    source = tf.where(in_a, start_a + t - 1, tf.where(in_b, start_b + t - len_a - 2, 0))
+    tokens = tf.where(in_a | in_b, tf.gather(ids, source), pad_id)  # (b, T)
+    tokens = tf.where(t == 0, cls_id, tokens)
+    tokens = tf.where((t == len_a + 1) | (t == len_a + len_b + 2), sep_id, tokens)
+    real = t <= len_a + len_b + 2
+    second = (t >= len_a + 2) & real
+    return {
+        "token_ids": tokens,
+        "padding_mask": tf.cast(real, tf.int32),
+        "segment_ids": tf.cast(second, tf.int32),
+    }
+
+
+def sentence_pair_dataset(
+    cache,
+    seq_len: int,
+    batch_size: int,
+    seed: int,
+    task: str,
+    cls_id: int,
+    sep_id: int,
+    pad_id: int = 0,
+    segment_len: int | None = None,
+    masking: MaskingSpec | None = None,
+    start_step: int = 0,
+    input_context: tf.distribute.InputContext | None = None,
+    deterministic: bool = True,
+    split: str = "train",
+) -> tf.data.Dataset:
+    """Endless NSP / SOP batches of steps `start_step, start_step + 1, ...`.
+
+    Args:
+        task: "nsp" or "sop" (see the module docstring).
+        segment_len: tokens per segment; default `(seq_len - 3) // 2` (never truncated).
+            Longer segments are truncated to fit, the longer side first.
+        masking: a `MaskingSpec` to add BERT masking (MLM + NSP pre-training).
+        Other arguments as `causal_lm_dataset`.
+
+    Returns:
+        Without masking `(x, y)`: `x = {"token_ids", "padding_mask", "segment_ids"}` int32
+        (B, seq_len) (`segment_ids` 1 on B and its [SEP]), `y` = next_sentence_label int32
+        (B,). With masking `(x, y, sample_weight)`: `x` adds `mask_positions`, `y =
+        {"mask_ids", "next_sentence_label"}`, `sample_weight = {"mask_ids": mask_weights,
+        "next_sentence_label": ones}`.
+    """
+    anchors, make_batch = _batch_maker(
+        cache, task, seq_len, batch_size, seed, cls_id, sep_id, pad_id, segment_len, masking, split
+    )
+    stream = step_stream.step_indices(len(anchors), batch_size, seed, start_step)
+    stream = step_stream.shard_for_pipeline(stream, batch_size, input_context)
+    return step_stream.finish(stream, make_batch, deterministic)
+
+
+def sentence_pair_eval_dataset(
+    cache,
+    seq_len: int,
+    batch_size: int,
+    task: str,
+    cls_id: int,
+    sep_id: int,
+    pad_id: int = 0,
+    segment_len: int | None = None,
+    masking: MaskingSpec | None = None,
+    seed: int = 0,
+    split: str = "validation",
+) -> tf.data.Dataset:
+    """Finite, unshuffled pairs, one per anchor segment, the same draws on every call."""
+    anchors, make_batch = _batch_maker(
+        cache, task, seq_len, batch_size, seed, cls_id, sep_id, pad_id, segment_len, masking, split
+    )
+    batches = tf.data.Dataset.range(len(anchors)).batch(batch_size).enumerate()
+    return step_stream.finish(
+        batches, lambda step, idx: make_batch(step, tf.constant(0, tf.int64), idx)
+    )

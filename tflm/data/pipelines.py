@@ -1,0 +1,38 @@
+"""tf.data pipelines per objective, each a deterministic function of (seed, step).
+
+One module per objective; this module is the single import point.
+"""
+
+from tflm.data.causal import causal_lm_dataset, causal_lm_eval_dataset, num_blocks
+from tflm.data.classification import (
+    build_labels,
+    classification_dataset,
+    classification_eval_dataset,
+    load_labels,
+    save_labels,
+)
+from tflm.data.contrastive import supervised_contrastive_dataset, unsupervised_contrastive_dataset
+from tflm.data.masked_lm import masked_lm_dataset, masked_lm_eval_dataset
+from tflm.data.masking import MaskingSpec, mask_tokens
+from tflm.data.pairs import sentence_pair_dataset, sentence_pair_eval_dataset
+from tflm.data.step_stream import distributed_dataset
+
+__all__ = [
+    "MaskingSpec",
+    "build_labels",
+    "causal_lm_dataset",
+    "causal_lm_eval_dataset",
+    "classification_dataset",
+    "classification_eval_dataset",
+    "distributed_dataset",
+    "load_labels",
+    "mask_tokens",
+    "masked_lm_dataset",
+    "masked_lm_eval_dataset",
+    "num_blocks",
+    "save_labels",
+    "sentence_pair_dataset",
+    "sentence_pair_eval_dataset",
+    "supervised_contrastive_dataset",
+    "unsupervised_contrastive_dataset",
+]
