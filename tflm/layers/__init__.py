@@ -1,0 +1,13 @@
+"""Transformer building blocks (keras.ops only, so they also run on JAX)."""
+
+from tflm.layers.attention import MultiHeadAttention
+from tflm.layers.embedding import TokenAndPositionEmbedding
+from tflm.layers.rotary import RotaryEmbedding
+from tflm.layers.transformer import TransformerBlock
+
+__all__ = [
+    "MultiHeadAttention",
+    "RotaryEmbedding",
+    "TokenAndPositionEmbedding",
+    "TransformerBlock",
+]

@@ -1,0 +1,91 @@
+"""The shared test helper: the checks every layer and model must pass.
+
+`check_layer` runs a layer eagerly and on symbolic `keras.Input`s, round-trips its
+config, saves and reloads a model built around it (`.keras`) and takes one `fit` step.
+`check_model` does the config round trip, `.keras` save/load and one `fit` step for a
+whole model. Tests build their tiny fixtures inline and call these.
+"""
+
+import os
+
+import keras
+import numpy as np
+from keras import ops
+
+
+def check_config_round_trip(obj):
+    """`from_config(get_config())` rebuilds an object with an identical config."""
+    config = obj.get_config()
+    clone = type(obj).from_config(config)
+    assert clone.get_config() == config
+    return clone
+
+
+def check_layer(layer, inputs: dict, call=None, tmp_path=None, fit=True):
+    """Checks `layer` called as `call(layer, inputs)` (default `layer(*inputs.values())`).
+
+    Args:
+        layer: an unbuilt layer.
+        inputs: name -> numpy array, batch first; the keys name the `keras.Input`s.
+        call: how to call the layer on a dict of tensors; must return one tensor.
+        tmp_path: a directory for the `.keras` file; the save/load check needs it.
+        fit: also take one SGD step on a model around the layer (float output only).
+
+    Returns:
+        The eager output as numpy.
+    """
+    call = call or (lambda lyr, x: lyr(*x.values()))
+    tensors = {k: ops.convert_to_tensor(v) for k, v in inputs.items()}
+    eager = ops.convert_to_numpy(call(layer, tensors))
+
+    symbolic = {
+        k: keras.Input(shape=v.shape[1:], dtype=str(v.dtype), name=k) for k, v in inputs.items()
+    }
+    outputs = call(layer, symbolic)
+    assert tuple(outputs.shape[1:]) == eager.shape[1:], (outputs.shape, eager.shape)
+    model = keras.Model(symbolic, outputs)
+    np.testing.assert_allclose(ops.convert_to_numpy(model(inputs)), eager, rtol=1e-6, atol=1e-6)
+
+    clone = check_config_round_trip(layer)
+    clone_out = call(clone, tensors)
+    assert tuple(clone_out.shape) == eager.shape
+
+    if tmp_path is not None:
+        path = os.path.join(str(tmp_path), f"{layer.name}.keras")
+        model.save(path)
+        loaded = keras.saving.load_model(path)
+        reloaded = ops.convert_to_numpy(loaded(inputs))
+        np.testing.assert_allclose(reloaded, eager, rtol=1e-6, atol=1e-6)
+
+    if fit:
+        model.compile(optimizer="sgd", loss="mse", jit_compile=False)
+        history = model.fit(inputs, np.zeros_like(eager), batch_size=len(eager), verbose=0)
+        assert np.isfinite(history.history["loss"][0])
+    return eager
+
+
+def check_model(model, x: dict, y=None, sample_weight=None, tmp_path=None, loss=None):
+    """Config round trip, `.keras` save/load with identical outputs, one `fit` step.
+
+    Args:
+        model: a built model taking the dict `x`.
+        x: name -> numpy array inputs.
+        y, sample_weight: labels and weights for the fit step (skipped when y is None).
+        tmp_path: directory for the `.keras` file (save/load skipped when None).
+        loss: the loss to compile with (default: the model's `default_loss()`).
+    """
+    expected = ops.convert_to_numpy(model(x))
+    check_config_round_trip(model)
+    if tmp_path is not None:
+        path = os.path.join(str(tmp_path), f"{model.name}.keras")
+        model.save(path)
+        loaded = keras.saving.load_model(path)
+        np.testing.assert_allclose(ops.convert_to_numpy(loaded(x)), expected, rtol=1e-6, atol=1e-6)
+    if y is not None:
+        model.compile(
+            optimizer=keras.optimizers.SGD(0.1), loss=loss or model.default_loss(),
+            jit_compile=False,
+        )
+        history = model.fit(x, y, sample_weight=sample_weight, batch_size=len(y), verbose=0)
+        assert np.isfinite(history.history["loss"][0])
+    return expected

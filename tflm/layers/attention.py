@@ -1,0 +1,272 @@
+"""Multi-head attention with a fused QKV projection, causal/padding masks, rotary and KV cache."""
+
+import math
+
+import keras
+from keras import ops
+
+from tflm.layers.rotary import RotaryEmbedding
+
+# Masked logits get this additive bias. Logits are float32 at that point (also under mixed
+# precision), so the value is safe; a fully masked row becomes uniform instead of NaN.
+_MASK_VALUE = -1e9
+
+
+@keras.saving.register_keras_serializable(package="tflm")
+class MultiHeadAttention(keras.layers.Layer):
+    """Multi-head scaled dot-product attention.
+
+    Self-attention (no `key_value`) uses one fused projection to queries, keys and values
+    (kernel (hidden, 3, heads, head_dim)); cross-attention (a `key_value` tensor at the
+    first call) uses a query projection and a fused key/value projection. Softmax runs in
+    float32 under mixed precision.
+
+    Args:
+        num_heads: number of heads H.
+        head_dim: size D of each head; default hidden // num_heads.
+        dropout: dropout rate on the attention probabilities and on the output.
+        use_bias: whether the projections have biases.
+        rotary: apply rotary position embedding to queries and keys.
+        rotary_max_wavelength: the rotary base wavelength.
+
+    Call args:
+        query: (B, T, hidden) float.
+        key_value: (B, Tk, hidden) float for cross-attention; None for self-attention.
+        padding_mask: (B, Tk) bool/int, 1 = real token; keys where it is 0 are never
+            attended. Not used in cache mode (use `cache_mask`).
+        use_causal_mask: query i attends keys j <= i.
+        cache: (B, 2, S, H, D) keys (index 0) and values (index 1) of earlier tokens.
+        cache_index: int scalar, the cache slot of the first query token; the T new keys
+            and values are written to slots [cache_index, cache_index + T) and query i
+            attends slots <= cache_index + i where `cache_mask` allows.
+        cache_mask: (B, S) bool/int, 1 = the slot holds a real token.
+        position_ids: (B, T) int positions for rotary; default cache_index + arange(T).
+        training: enables dropout.
+
+    Returns:
+        output (B, T, hidden) in the compute dtype, or `(output, cache)` in cache mode.
+
+    Raises:
+        ValueError: on a wrong rank, a hidden size not divisible by num_heads, or mask /
+            cache shapes that do not match the inputs.
+    """
+
+    def __init__(
+        self,
+        num_heads: int,
+        head_dim: int | None = None,
+        dropout: float = 0.0,
+        use_bias: bool = True,
+        rotary: bool = False,
+        rotary_max_wavelength: int = 10000,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        self.dropout = dropout
+        self.use_bias = use_bias
+        self.rotary = rotary
+        self.rotary_max_wavelength = rotary_max_wavelength
+
+    def build(self, query_shape, key_value_shape=None):
+        _check_rank("query", query_shape, 3)
+        hidden = query_shape[-1]
+        if self.head_dim is None and hidden % self.num_heads:
+            raise ValueError(
+                f"hidden size {hidden} is not divisible by num_heads {self.num_heads}; "
+                "choose a hidden_dim that is a multiple of num_heads."
+            )
+        heads, dim = self.num_heads, self.head_dim or hidden // self.num_heads
+        self._dim = dim
+        self._cross = key_value_shape is not None
+        bias = "khd" if self.use_bias else None
+        if self._cross:
+            _check_rank("key_value", key_value_shape, 3)
+            self.query_dense = keras.layers.EinsumDense(
+                "btm,mhd->bthd", output_shape=(None, heads, dim),
+                bias_axes="hd" if self.use_bias else None,
+                name="query", dtype=self.dtype_policy,
+            )
+            self.query_dense.build(query_shape)
+            self.key_value_dense = keras.layers.EinsumDense(
+                "bsm,mkhd->bskhd", output_shape=(None, 2, heads, dim), bias_axes=bias,
+                name="key_value", dtype=self.dtype_policy,
+            )
+            self.key_value_dense.build(key_value_shape)
+        else:
+            self.qkv_dense = keras.layers.EinsumDense(
+                "btm,mkhd->btkhd", output_shape=(None, 3, heads, dim), bias_axes=bias,
+                name="qkv", dtype=self.dtype_policy,
+            )
+            self.qkv_dense.build(query_shape)
+        self.output_dense = keras.layers.EinsumDense(
+            "bthd,hdm->btm", output_shape=(None, hidden),
+            bias_axes="m" if self.use_bias else None,
+            name="output", dtype=self.dtype_policy,
+        )
+        self.output_dense.build((query_shape[0], query_shape[1], heads, dim))
+        self.attention_dropout = keras.layers.Dropout(
+            self.dropout, name="attention_dropout", dtype=self.dtype_policy
+        )
+        self.output_dropout = keras.layers.Dropout(
+            self.dropout, name="output_dropout", dtype=self.dtype_policy
+        )
+        if self.rotary:
+            self.rotary_embedding = RotaryEmbedding(
+                self.rotary_max_wavelength, name="rotary", dtype=self.dtype_policy
+            )
+        self.built = True
+
+    def call(
+        self,
+        query,
+        key_value=None,
+        padding_mask=None,
+        use_causal_mask=False,
+        cache=None,
+        cache_index=None,
+        cache_mask=None,
+        position_ids=None,
+        training=None,
+    ):
+        self._check_call(query, key_value, padding_mask, cache, cache_index, cache_mask)
+        seq = ops.shape(query)[1]
+        start = 0 if cache_index is None else ops.cast(cache_index, "int32")
+        if self._cross:
+            q = self.query_dense(query)  # (B, T, H, D)
+            kv = self.key_value_dense(key_value)  # (B, Tk, 2, H, D)
+            k, v = kv[:, :, 0], kv[:, :, 1]  # (B, Tk, H, D)
+        else:
+            qkv = self.qkv_dense(query)  # (B, T, 3, H, D)
+            q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, T, H, D)
+        if self.rotary:
+            if position_ids is None:
+                position_ids = start + ops.arange(seq, dtype="int32")[None, :]  # (1, T)
+            q = self.rotary_embedding(q, position_ids)
+            key_positions = position_ids
+            if self._cross:
+                key_positions = ops.arange(ops.shape(k)[1], dtype="int32")[None, :]
+            k = self.rotary_embedding(k, key_positions)
+        if cache is not None:
+            k_cache = ops.slice_update(cache[:, 0], [0, start, 0, 0], ops.cast(k, cache.dtype))
+            v_cache = ops.slice_update(cache[:, 1], [0, start, 0, 0], ops.cast(v, cache.dtype))
+            cache = ops.stack([k_cache, v_cache], axis=1)  # (B, 2, S, H, D)
+            k = ops.cast(k_cache, q.dtype)  # (B, S, H, D)
+            v = ops.cast(v_cache, q.dtype)
+        mask = _attention_mask(
+            seq, ops.shape(k)[1], start,
+            cache_mask if cache is not None else padding_mask,
+            use_causal_mask or cache is not None,
+        )  # (B or 1, T, S) bool, or None
+        output = self._attend(q, k, v, mask, training)  # (B, T, H, D)
+        output = self.output_dropout(self.output_dense(output), training=training)
+        return output if cache is None else (output, cache)
+
+    def _attend(self, q, k, v, mask, training):
+        """(B, T, H, D) attention output; dropout on the probabilities when training."""
+        return explicit_attention(
+            q, k, v, mask, dropout=lambda p: self.attention_dropout(p, training=training)
+        )
+
+    def _check_call(self, query, key_value, padding_mask, cache, cache_index, cache_mask):
+        """Raises ValueError when arguments contradict each other or the built layer."""
+        _check_rank("query", query.shape, 3)
+        if (key_value is not None) != self._cross:
+            kind = "cross" if self._cross else "self"
+            raise ValueError(
+                f"{self.name} was built for {kind}-attention; call it "
+                f"{'with' if self._cross else 'without'} key_value every time."
+            )
+        keys = key_value if key_value is not None else query
+        if padding_mask is not None:
+            if cache is not None:
+                raise ValueError("in cache mode pass cache_mask (B, S), not padding_mask.")
+            _check_mask("padding_mask", padding_mask.shape, keys.shape[:2])
+        if cache is None:
+            if cache_index is not None or cache_mask is not None:
+                raise ValueError("cache_index and cache_mask need a cache.")
+            return
+        if self._cross:
+            raise ValueError("the KV cache is for self-attention only.")
+        if cache_index is None:
+            raise ValueError("a cache needs cache_index, the slot of the first query token.")
+        _check_rank("cache", cache.shape, 5)
+        expected = (2, self.num_heads, self._dim)
+        got = (cache.shape[1], cache.shape[3], cache.shape[4])
+        if got != expected:
+            raise ValueError(
+                f"cache shape {tuple(cache.shape)} does not match (batch, 2, length, "
+                f"{self.num_heads}, {self._dim}); build it with init_cache()."
+            )
+        if cache_mask is not None:
+            _check_mask("cache_mask", cache_mask.shape, (cache.shape[0], cache.shape[2]))
+
+    def compute_output_shape(self, query_shape, cache_shape=None):
+        if cache_shape is None:
+            return tuple(query_shape)
+        return tuple(query_shape), tuple(cache_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_heads": self.num_heads,
+                "head_dim": self.head_dim,
+                "dropout": self.dropout,
+                "use_bias": self.use_bias,
+                "rotary": self.rotary,
+                "rotary_max_wavelength": self.rotary_max_wavelength,
+            }
+        )
+        return config
+
+
+def explicit_attention(q, k, v, mask=None, dropout=None):
+    """softmax(q k^T / sqrt(D) + additive mask) v with float32 logits and softmax.
+
+    Args:
+        q: (B, T, H, D); k, v: (B, S, H, D), all in the compute dtype.
+        mask: bool (B or 1, T, S), True = attend; None attends everywhere.
+        dropout: optional function applied to the (B, H, T, S) probabilities.
+
+    Returns:
+        (B, T, H, D) in the dtype of `v`.
+    """
+    q = q * ops.cast(1.0 / math.sqrt(q.shape[-1]), q.dtype)
+    scores = ops.cast(ops.einsum("bthd,bshd->bhts", q, k), "float32")  # (B, H, T, S)
+    if mask is not None:
+        scores = scores + ops.where(mask, 0.0, _MASK_VALUE)[:, None]
+    probs = ops.softmax(scores, axis=-1)
+    if dropout is not None:
+        probs = dropout(probs)
+    return ops.einsum("bhts,bshd->bthd", ops.cast(probs, v.dtype), v)
+
+
+def _attention_mask(query_len, key_len, start, key_mask, causal):
+    """Bool (B or 1, T, S) mask, True = attend; None when nothing is masked."""
+    mask = None
+    if causal:
+        query_pos = start + ops.arange(query_len, dtype="int32")  # (T,)
+        key_pos = ops.arange(key_len, dtype="int32")  # (S,)
+        mask = (key_pos[None, :] <= query_pos[:, None])[None]  # (1, T, S)
+    if key_mask is not None:
+        key_mask = ops.cast(key_mask, "bool")[:, None, :]  # (B, 1, S)
+        mask = key_mask if mask is None else ops.logical_and(mask, key_mask)
+    return mask
+
+
+def _check_rank(name, shape, rank):
+    if len(shape) != rank:
+        raise ValueError(f"{name} must have rank {rank}; got shape {tuple(shape)}.")
+
+
+def _check_mask(name, shape, expected):
+    """Checks a (B, S) mask against the (B, S) it masks where both sizes are static."""
+    if len(shape) != 2 or any(
+        a is not None and b is not None and a != b for a, b in zip(shape, expected)
+    ):
+        raise ValueError(
+            f"{name} shape {tuple(shape)} does not match the (batch, length) "
+            f"{tuple(expected)} of the keys it masks."
+        )

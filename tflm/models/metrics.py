@@ -1,0 +1,43 @@
+"""Language-model metrics (keras.ops only)."""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="tflm")
+class Perplexity(keras.metrics.Metric):
+    """exp(mean token cross-entropy), the mean weighted by `sample_weight`.
+
+    Accumulates the weighted sum of cross-entropies and the sum of weights over all
+    batches, so padded labels (weight 0) never count, whatever the batch composition.
+
+    Update args:
+        y_true: (B, T) int labels.
+        y_pred: (B, T, V) logits (`from_logits=True`) or probabilities.
+        sample_weight: (B, T) weights, 1 on real labels; default all ones.
+    """
+
+    def __init__(self, from_logits: bool = True, name: str = "perplexity", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.from_logits = from_logits
+        self.total_loss = self.add_variable((), initializer="zeros", name="total_loss")
+        self.total_weight = self.add_variable((), initializer="zeros", name="total_weight")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        loss = keras.losses.sparse_categorical_crossentropy(
+            y_true, ops.cast(y_pred, "float32"), from_logits=self.from_logits
+        )  # (B, T)
+        if sample_weight is None:
+            weight = ops.ones_like(loss)
+        else:
+            weight = ops.broadcast_to(ops.cast(sample_weight, "float32"), ops.shape(loss))
+        self.total_loss.assign_add(ops.cast(ops.sum(loss * weight), self.dtype))
+        self.total_weight.assign_add(ops.cast(ops.sum(weight), self.dtype))
+
+    def result(self):
+        return ops.exp(ops.divide_no_nan(self.total_loss, self.total_weight))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"from_logits": self.from_logits})
+        return config
