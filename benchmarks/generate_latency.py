@@ -1,0 +1,168 @@
+"""Generation speed: tflm's compiled KV-cache loop vs keras_hub.models.GPT2CausalLM.
+
+Both models have the gpt_mini shape (vocab 8192, 4 layers, hidden 256, 4 heads, FFN 1024,
+128 positions) and random weights. A 16-token prompt, 64 new tokens, greedy, no stop
+token, so both produce exactly 64 tokens. keras-hub runs `generate` compiled with XLA
+(`compile(sampler="greedy")`, jit_compile=True), tflm runs `generate_ids` (prefill + one
+XLA while loop). Timings are interleaved in one process, medians of --reps runs after a
+warm-up. Reported:
+
+- new tokens/s at batch 1 and batch 8 (targets: tflm >= 3x and >= 2x keras-hub);
+- first-token latency (a 1-new-token request, batch 1, milliseconds);
+- peak memory at batch 8: the RSS high-water mark above the RSS before the call (MiB,
+  sampled every millisecond by a thread), measured in a fresh subprocess per library so
+  neither inherits the other's allocator pages: of the first call (trace + XLA compile +
+  run) and of a warm call (the run alone: buffers, KV cache).
+
+One JSON line per measurement, {"bench", "baseline", "tflm", "unit", "ratio", "target"}
+(ratio = tflm / baseline for throughput, baseline / tflm for latency and memory, so
+above 1 is better), then a table.
+
+    python benchmarks/generate_latency.py [--reps 7]
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import keras
+import keras_hub
+import numpy as np
+
+from tflm.generation.decode import Decoder
+from tflm.models import GPT
+
+SHAPE = {"vocabulary_size": 8192, "num_layers": 4, "hidden_dim": 256, "num_heads": 4,
+         "intermediate_dim": 1024, "max_sequence_length": 128}
+PROMPT, NEW = 16, 64
+
+
+def tflm_runner(batch, new_tokens):
+    """A callable generating `new_tokens` greedy tokens for `batch` prompts with tflm."""
+    keras.utils.set_random_seed(0)
+    model = GPT(**SHAPE)
+    decoder = Decoder(model)
+    prompts = np.random.default_rng(1).integers(2, SHAPE["vocabulary_size"], (batch, PROMPT))
+
+    def run():
+        return decoder.generate(prompts.tolist(), max_new_tokens=new_tokens)
+
+    return run
+
+
+def keras_hub_runner(batch, new_tokens):
+    """The same request to keras_hub's GPT2CausalLM (XLA-compiled generate)."""
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=SHAPE["vocabulary_size"], num_layers=SHAPE["num_layers"],
+        num_heads=SHAPE["num_heads"], hidden_dim=SHAPE["hidden_dim"],
+        intermediate_dim=SHAPE["intermediate_dim"],
+        max_sequence_length=SHAPE["max_sequence_length"],
+    )
+    lm = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+    lm.compile(sampler="greedy")
+    prompts = np.random.default_rng(1).integers(2, SHAPE["vocabulary_size"], (batch, PROMPT))
+    token_ids = np.zeros((batch, PROMPT + new_tokens), "int32")
+    token_ids[:, :PROMPT] = prompts
+    padding_mask = np.zeros_like(token_ids, dtype=bool)
+    padding_mask[:, :PROMPT] = True
+    inputs = {"token_ids": token_ids, "padding_mask": padding_mask}
+
+    def run():
+        return lm.generate(inputs, stop_token_ids=None)
+
+    return run
+
+
+def _rss_mib():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_delta(fn):
+    """MiB above the RSS before `fn()`, at the highest RSS sampled while it runs."""
+    before, peak, running = _rss_mib(), [0.0], [True]
+
+    def sample():
+        while running[0]:
+            peak[0] = max(peak[0], _rss_mib())
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=sample)
+    thread.start()
+    fn()
+    running[0] = False
+    thread.join()
+    return max(peak[0], _rss_mib()) - before
+
+
+def memory_in_subprocess(name):
+    """(first-call, warm-call) peak RSS deltas in MiB of `name`'s batch-8 generate."""
+    result = subprocess.run(
+        [sys.executable, __file__, "--memory", name], capture_output=True, text=True, check=True
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def interleaved(runners, reps):
+    """{name: median seconds} over `reps` rounds (one warm-up round first)."""
+    for fn in runners.values():
+        fn()
+    times = {name: [] for name in runners}
+    for _ in range(reps):
+        for name, fn in runners.items():
+            times[name].append(timed(fn))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--memory", choices=("tflm", "keras_hub"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory:  # child process of memory_in_subprocess
+        run = {"tflm": tflm_runner, "keras_hub": keras_hub_runner}[args.memory](8, NEW)
+        print(json.dumps([peak_rss_delta(run), peak_rss_delta(run)]))
+        return
+    rows = []
+
+    def report(bench, baseline, tflm, unit, ratio, target):
+        row = {"bench": bench, "baseline": round(baseline, 2), "tflm": round(tflm, 2),
+               "unit": unit, "ratio": round(ratio, 2), "target": target}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+
+    for batch, target in ((1, 3.0), (8, 2.0)):
+        runners = {"keras_hub": keras_hub_runner(batch, NEW), "tflm": tflm_runner(batch, NEW)}
+        med = interleaved(runners, args.reps)
+        hub, ours = batch * NEW / med["keras_hub"], batch * NEW / med["tflm"]
+        report(f"generate_tokens_per_s_batch{batch}", hub, ours, "new tokens/s", ours / hub,
+               target)
+    memory = {name: memory_in_subprocess(name) for name in ("keras_hub", "tflm")}
+    for i, when in enumerate(("first_call", "warm")):
+        hub, ours = memory["keras_hub"][i], memory["tflm"][i]
+        report(f"peak_rss_delta_batch8_{when}", hub, ours, "MiB", hub / max(ours, 0.01), None)
+    runners = {"keras_hub": keras_hub_runner(1, 1), "tflm": tflm_runner(1, 1)}
+    med = interleaved(runners, args.reps)
+    report("first_token_latency_batch1", med["keras_hub"] * 1e3, med["tflm"] * 1e3, "ms",
+           med["keras_hub"] / med["tflm"], None)
+
+    print(f"\n{'bench':36} {'keras_hub':>10} {'tflm':>10} {'unit':>13} {'ratio':>6} target")
+    for r in rows:
+        print(f"{r['bench']:36} {r['baseline']:>10} {r['tflm']:>10} {r['unit']:>13} "
+              f"{r['ratio']:>6} {r['target'] if r['target'] is not None else '-'}")
+
+
+if __name__ == "__main__":
+    main()
