@@ -34,7 +34,7 @@ import keras
 import keras_hub
 import numpy as np
 
-from tflm.generation.decode import Decoder
+from tflm.generation.decoder import Decoder
 from tflm.models import GPT
 
 SHAPE = {"vocabulary_size": 8192, "num_layers": 4, "hidden_dim": 256, "num_heads": 4,

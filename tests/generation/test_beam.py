@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from tflm.generation import decode
+from tflm.generation.decoder import generate_ids
 
 VOCAB, STOP, NEW = 5, 4, 3
 
@@ -34,7 +34,7 @@ def small_vocab_gpt(make_gpt):
 def test_full_width_equals_exhaustive_search(small_vocab_gpt, alpha):
     model = small_vocab_gpt
     prompts = [[1, 2, 3], [2]]
-    out = decode.generate_ids(
+    out = generate_ids(
         model, prompts, max_new_tokens=NEW, num_beams=VOCAB**NEW, length_penalty=alpha,
         stop_tokens=[STOP], pad_id=0,
     )

@@ -5,6 +5,7 @@ import pytest
 
 from tflm.errors import GenerationError
 from tflm.generation import decode
+from tflm.generation.decoder import generate_ids, get_decoder
 
 PROMPTS = [[5], [7, 1, 9], [3, 4, 5, 6, 7, 8, 9, 10], [11, 2, 40, 33, 21, 8, 1, 0, 5, 62, 13, 4]]
 NEW = 10
@@ -21,7 +22,7 @@ def greedy_without_cache(model, prompt, steps):
 
 @pytest.fixture(scope="module")
 def decoder(gpt):
-    return decode.get_decoder(gpt)
+    return get_decoder(gpt)
 
 
 @pytest.fixture(scope="module")
@@ -109,4 +110,4 @@ def test_truncate_drops_the_oldest_prompt_tokens():
 def test_bad_requests_raise_generation_error(gpt, prompts, options, message):
     options = {"max_new_tokens": NEW, **options}
     with pytest.raises(GenerationError, match=message):
-        decode.generate_ids(gpt, prompts, **options)
+        generate_ids(gpt, prompts, **options)

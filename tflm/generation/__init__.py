@@ -1,6 +1,6 @@
 """Text generation: samplers, beam search and the compiled KV-cache decode loop."""
 
-from tflm.generation.decode import Decoder, generate_ids
+from tflm.generation.decoder import Decoder, generate_ids
 from tflm.generation.lm import LanguageModel, TextScore
 from tflm.generation.samplers import SAMPLERS, get_sampler, make_sampler
 

@@ -15,7 +15,8 @@ import numpy as np
 from keras import ops
 
 from tflm.errors import GenerationError
-from tflm.generation.decode import MIN_BUCKET, compile_fn, get_decoder
+from tflm.generation.decode import MIN_BUCKET, compile_fn
+from tflm.generation.decoder import get_decoder
 
 SCORE_BATCH = 8  # windows per compiled scoring call (fixed, so shapes repeat)
 
