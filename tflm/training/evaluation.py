@@ -1,0 +1,63 @@
+"""``evaluate(model_dir)``: perplexity of a model directory on a corpus split.
+
+The ``tflm evaluate`` command: the model's own tokenizer encodes the split (token caches
+are kept under the model config's ``data.cache_dir``), and the objective's evaluation
+pipeline feeds ``Model.evaluate`` with the task's loss and metrics.
+"""
+
+from __future__ import annotations
+
+import os
+
+import ml_collections
+
+from tflm import config as config_lib
+from tflm.data import load_corpus
+from tflm.data.token_cache import build_token_cache
+from tflm.model_dir import load_model_dir
+from tflm.training.prepare import cache_root
+from tflm.training.trainer import OBJECTIVES, padding_id
+
+
+def evaluate(model_dir: str, corpus: str | None = None, split: str = "validation",
+             batch_size: int | None = None, max_batches: int | None = None) -> dict:
+    """Perplexity of a model directory on a corpus split (``tflm evaluate``).
+
+    Args:
+        model_dir: a model directory (``<workdir>/model``).
+        corpus: a ``config.data.corpus`` value; default the corpus it was trained on.
+        split: ``train``, ``validation`` or ``test``.
+        batch_size: sequences per batch (default ``config.train.batch_size``).
+        max_batches: evaluate only the first batches (default all).
+
+    Returns:
+        ``{"loss", "perplexity", "accuracy", "batches", "split", "corpus", "model_dir"}``
+        (JSON-serialisable); ``perplexity`` weighs every real token equally.
+
+    Raises:
+        ModelDirError, TokenizerError, DataError.
+    """
+    model, tokenizer, config = load_model_dir(model_dir)
+    data_config = config_lib.config_to_dict(config)["data"]
+    if corpus:
+        data_config["corpus"] = corpus
+    data_config = ml_collections.ConfigDict(data_config)
+    source = load_corpus(data_config)
+    cache = build_token_cache(source, split, tokenizer,
+                              os.path.join(cache_root(data_config), "tokens"))
+    pad_id = padding_id(tokenizer)
+    eval_fn = OBJECTIVES[config.train.objective][1]
+    dataset = eval_fn(cache, data_config.seq_len, batch_size or config.train.batch_size,
+                      tokenizer.eos_id, pad_id=pad_id, remainder=data_config.remainder,
+                      split=split)
+    if max_batches:
+        dataset = dataset.take(max_batches)
+    model.compile(loss=model.default_loss(), metrics=model.default_metrics())
+    results = model.evaluate(dataset, verbose=0, return_dict=True)
+    return {
+        **{k: float(v) for k, v in results.items()},
+        "batches": int(dataset.cardinality().numpy()),
+        "split": split,
+        "corpus": source.name,
+        "model_dir": os.path.abspath(model_dir),
+    }

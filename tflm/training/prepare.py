@@ -1,0 +1,102 @@
+"""Data preparation of a run: corpus -> tokenizer -> token caches, all cached on disk.
+
+The tokenizer is loaded from ``config.data.tokenizer_dir`` when it is set; otherwise it
+is trained on the corpus' train split with ``config.data.tokenizer`` and
+``config.model.vocabulary_size`` and kept under
+``<cache_dir>/tokenizers/<kind>-<vocabulary_size>-<key>/``, ``key`` hashing the corpus
+fingerprint, kind, size and ``lowercase``, so a second run (or worker) reuses it. Token
+caches are kept under ``<cache_dir>/tokens/`` (see ``tflm.data.token_cache``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+
+from absl import logging
+
+from tflm.data import load_corpus
+from tflm.data.corpus import Corpus
+from tflm.data.token_cache import TokenCache, build_token_cache
+from tflm.text import Tokenizer, check_vocabulary, load_tokenizer, train_tokenizer
+
+SPLITS = ("train", "validation")
+
+
+@dataclasses.dataclass
+class Prepared:
+    """What a run reads: the corpus, its tokenizer and a token cache per split."""
+
+    corpus: Corpus
+    tokenizer: Tokenizer
+    caches: dict[str, TokenCache]
+
+
+def cache_root(data_config) -> str:
+    """``config.data.cache_dir`` with ``~`` expanded."""
+    return os.path.expanduser(data_config.cache_dir)
+
+
+def tokenizer_dir(config, corpus: Corpus) -> str:
+    """Where the tokenizer trained for (corpus, kind, vocabulary size) is cached."""
+    d = config.data
+    key = hashlib.sha256(json.dumps(
+        [corpus.fingerprint, d.tokenizer, config.model.vocabulary_size, d.lowercase]
+    ).encode("utf-8")).hexdigest()[:16]
+    name = f"{d.tokenizer}-{config.model.vocabulary_size}-{key}"
+    return os.path.join(cache_root(d), "tokenizers", name)
+
+
+def get_tokenizer(config, corpus: Corpus) -> Tokenizer:
+    """The run's tokenizer: loaded, or trained once and cached (see module docstring).
+
+    Raises:
+        TokenizerError: it cannot be trained / loaded, or its size is not
+            ``config.model.vocabulary_size``.
+    """
+    if config.data.tokenizer_dir:
+        tokenizer = load_tokenizer(os.path.expanduser(config.data.tokenizer_dir))
+    else:
+        path = tokenizer_dir(config, corpus)
+        if not os.path.isdir(path):
+            logging.info("Training a %s tokenizer of %d tokens on %s.", config.data.tokenizer,
+                         config.model.vocabulary_size, corpus.name)
+            trained = train_tokenizer(config.data.tokenizer, corpus.documents("train"),
+                                      config.model.vocabulary_size,
+                                      lowercase=config.data.lowercase)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = tempfile.mkdtemp(prefix=".tmp-", dir=os.path.dirname(path))
+            try:
+                trained.save(tmp)
+                os.rename(tmp, path)
+            except OSError:
+                if not os.path.isdir(path):  # else another process saved it first
+                    raise
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        tokenizer = load_tokenizer(path)
+    check_vocabulary(tokenizer, config.model.vocabulary_size)
+    return tokenizer
+
+
+def prepare(config, splits=SPLITS) -> Prepared:
+    """Loads the corpus, gets the tokenizer and builds (or reuses) the token caches.
+
+    Args:
+        config: the run's validated config; reads ``config.data`` and
+            ``config.model.vocabulary_size``.
+        splits: the splits to cache.
+
+    Raises:
+        DataError: the corpus is missing or a split is empty.
+        TokenizerError: see :func:`get_tokenizer`.
+    """
+    corpus = load_corpus(config.data)
+    tokenizer = get_tokenizer(config, corpus)
+    tokens_dir = os.path.join(cache_root(config.data), "tokens")
+    caches = {split: build_token_cache(corpus, split, tokenizer, tokens_dir) for split in splits}
+    return Prepared(corpus, tokenizer, caches)

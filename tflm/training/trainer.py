@@ -1,0 +1,275 @@
+"""The one trainer: ``train(config, workdir)`` for every objective.
+
+An objective is a pair of pipeline functions (``OBJECTIVES``) and a task model
+(``tflm.model_dir.TASK_MODELS``); everything else is shared. ``train``:
+
+1. checks ``workdir`` (a run with another config there is an error; a finished run
+   returns its summary), makes the strategy, writes ``config.json``;
+2. prepares corpus, tokenizer and token caches (``prepare.py``);
+3. builds model and optimizer under ``strategy.scope()`` with the dtype policy of
+   ``config.train.precision``, compiles with the task's masked loss and metrics;
+4. restores the backup if the run was interrupted (``backup.py``: exact to the step) and
+   starts the (seed, step) data stream at that step;
+5. evaluates once at step 0, then ``Model.fit`` with validation every
+   ``config.train.eval_every`` steps, backups and checkpoints every
+   ``config.train.checkpoint_every`` steps, TensorBoard logs in ``<workdir>/logs``;
+6. writes ``<workdir>/model`` (a model directory) and ``<workdir>/summary.json``.
+
+Run directory: ``config.json``, ``checkpoints/`` (``backup/`` for resume and
+``ckpt-<step>.weights.h5``), ``logs/``, ``model/``, ``summary.json``. Under
+MultiWorkerMirroredStrategy only the chief writes there; other workers write to a
+temporary directory (and their own backup directory).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+
+import keras
+import ml_collections
+from absl import logging
+
+from tflm import config as config_lib
+from tflm.data.pipelines import causal_lm_dataset, causal_lm_eval_dataset, distributed_dataset
+from tflm.errors import ConfigError, TrainingError
+from tflm.model_dir import build_model, save_model_dir
+from tflm.models import flops_per_token
+from tflm.training import multi_worker
+from tflm.training.backup import ExactBackupAndRestore
+from tflm.training.baseline import unigram_perplexity
+from tflm.training.callbacks import NanGuard, PeriodicCheckpoints, StopAtStep
+from tflm.training.mfu import peak_flops
+from tflm.training.monitor import TextSamples, TrainingMonitor, write_model_graph
+from tflm.training.optim import make_optimizer
+from tflm.training.prepare import prepare
+from tflm.training.strategy import (
+    is_chief,
+    make_strategy,
+    resolve_jit_compile,
+    resolve_precision,
+)
+from tflm.training.training_model import TrainingModel
+
+# objective -> (training pipeline, evaluation pipeline); see tflm.data.pipelines.
+OBJECTIVES = {"causal_lm": (causal_lm_dataset, causal_lm_eval_dataset)}
+CONFIG_FILE = "config.json"
+SUMMARY_FILE = "summary.json"
+INITIAL_EVAL_FILE = "initial_evaluation.json"
+RUN_SECTIONS = ("model", "data", "train")  # a difference here changes the run's result
+
+
+def _write_json(path: str, values: dict) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(values, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _check_train_config(t) -> None:
+    for key in ("checkpoint_every", "eval_every"):
+        if t[key] % t.grad_accum_steps:
+            raise ConfigError(
+                f"config.train.{key} ({t[key]}) must be a multiple of "
+                f"config.train.grad_accum_steps ({t.grad_accum_steps}): backups and "
+                "evaluations fall between optimizer updates otherwise."
+            )
+
+
+def _check_workdir(config, workdir: str) -> bool:
+    """True if ``workdir`` holds a run of the same config; raises if of another one."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        return False
+    try:
+        old = config_lib.config_to_dict(config_lib.read_config(path))
+    except ConfigError as e:
+        raise TrainingError(f"--workdir {workdir} holds an unreadable {CONFIG_FILE} ({e}); "
+                            "use a new --workdir.") from e
+    new = config_lib.config_to_dict(config)
+    diffs = [
+        f"{section}.{key} ({old[section].get(key)!r} there, {new[section].get(key)!r} now)"
+        for section in RUN_SECTIONS
+        for key in sorted(set(old[section]) | set(new[section]))
+        if old[section].get(key) != new[section].get(key)
+    ]
+    if diffs:
+        raise TrainingError(
+            f"--workdir {workdir} holds a run with a different config: {'; '.join(diffs)}. "
+            f"Use a new --workdir, or resume that run with its own config ({path})."
+        )
+    return True
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains ``config`` in ``workdir`` (resuming it if interrupted); returns the summary.
+
+    Returns:
+        The summary written to ``<workdir>/summary.json``: ``final_step``, ``train_loss``,
+        ``validation_loss`` / ``_perplexity`` / ``_accuracy``, their ``initial_`` (step 0)
+        values, ``unigram_validation_perplexity``, ``tokens_per_second``,
+        ``examples_per_second``, ``mfu``, ``wall_seconds``, ``parameters``, ``precision``,
+        ``strategy``, ``replicas``, ...
+
+    Raises:
+        ConfigError: invalid config.
+        TrainingError: ``workdir`` holds another config's run; the loss became NaN/inf.
+        DataError, TokenizerError: corpus or tokenizer problems.
+    """
+    config = config_lib.validate(config)
+    _check_train_config(config.train)
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    same_run = _check_workdir(config, workdir)
+    summary_path = os.path.join(workdir, SUMMARY_FILE)
+    if same_run and os.path.isfile(summary_path):
+        logging.info("%s already holds a finished run; returning its summary.", workdir)
+        with open(summary_path, encoding="utf-8") as f:
+            return json.load(f)
+    strategy = make_strategy(config.train)  # first TF op (MultiWorkerMirrored needs it)
+    chief = is_chief(strategy)
+    out = workdir if chief else tempfile.mkdtemp(prefix="tflm-worker-")
+    os.makedirs(out, exist_ok=True)
+    if chief:
+        config_lib.save_config(config, os.path.join(workdir, CONFIG_FILE))
+    data = prepare(config)
+    precision = resolve_precision(config.train, strategy)
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        summary = _train(config, workdir, out, strategy, data, precision)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+    if chief:
+        _write_json(summary_path, summary)
+    return summary
+
+
+def padding_id(tokenizer) -> int:
+    """The id padding a last partial block: the tokenizer's pad, else its end-of-text."""
+    return tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id
+
+
+def _datasets(config, data, strategy, start_step):
+    """(distributed training stream from ``start_step``, validation batches)."""
+    d, t, tok = config.data, config.train, data.tokenizer
+    train_fn, eval_fn = OBJECTIVES[t.objective]
+    pad_id = padding_id(tok)
+    train_ds = distributed_dataset(strategy, lambda ctx: train_fn(
+        data.caches["train"], d.seq_len, t.batch_size, d.seed, start_step=start_step,
+        eos_id=tok.eos_id, pad_id=pad_id, remainder=d.remainder, input_context=ctx))
+    eval_ds = eval_fn(data.caches["validation"], d.seq_len, t.batch_size, tok.eos_id,
+                      pad_id=pad_id, remainder=d.remainder).take(t.eval_steps)
+    return train_ds, eval_ds
+
+
+def _validation_epochs(steps: int, per_epoch: int, eval_every: int) -> list[int]:
+    """1-based epochs after which ``fit`` validates: every ``eval_every`` steps and last."""
+    epochs = -(-steps // per_epoch)
+    return [e for e in range(1, epochs + 1)
+            if min(e * per_epoch, steps) % eval_every == 0 or e == epochs]
+
+
+def _callbacks(config, per_epoch, out, task, tokenizer, backup, monitor) -> list:
+    """The callbacks of ``fit``, in order: the NaN guard must come first."""
+    t = config.train
+    checkpoint_dir = os.path.join(out, "checkpoints")
+    callbacks = [NanGuard(per_epoch, checkpoint_dir)]
+    if t.steps % per_epoch:
+        callbacks.append(StopAtStep(per_epoch, t.steps))
+    callbacks += [
+        backup,
+        PeriodicCheckpoints(per_epoch, task, checkpoint_dir, t.checkpoint_every,
+                            t.keep_checkpoints),
+        monitor,
+        # Its write_graph finds no graph on TF 2.21's tf.function: write_model_graph.
+        keras.callbacks.TensorBoard(os.path.join(out, "logs"), write_graph=False),
+    ]
+    if t.sample_every > 0 and t.sample_prompts:
+        callbacks.append(TextSamples(per_epoch, task, tokenizer, os.path.join(out, "logs"),
+                                     t.sample_prompts, t.sample_tokens, t.sample_every,
+                                     t.steps))
+    return callbacks
+
+
+def _train(config, workdir, out, strategy, data, precision) -> dict:
+    t, m = config.train, config.model
+    started = time.time()
+    keras.utils.set_random_seed(t.seed)
+    per_epoch = math.gcd(t.eval_every, t.checkpoint_every)  # every backup ends an epoch
+    with strategy.scope():
+        task = build_model(config)
+        model = multi_worker.apply_workarounds(TrainingModel(task), strategy)
+        model.compile(optimizer=make_optimizer(t, task), loss=task.default_loss(),
+                      metrics=task.default_metrics(),
+                      jit_compile=resolve_jit_compile(t, strategy))
+        backup = ExactBackupAndRestore(
+            multi_worker.backup_dir_for_worker(
+                os.path.join(workdir, "checkpoints", "backup"), strategy),
+            save_freq=t.checkpoint_every, grad_accum_steps=t.grad_accum_steps)
+        start_step = backup.restore(model)
+    if start_step:
+        logging.info("Resuming %s from its backup at step %d.", workdir, start_step)
+    train_ds, eval_ds = _datasets(config, data, strategy, start_step)
+    initial_path = os.path.join(workdir, INITIAL_EVAL_FILE)
+    initial = None
+    if start_step == 0:
+        initial = model.evaluate(eval_ds, verbose=0, return_dict=True)
+        if out == workdir:
+            _write_json(initial_path, initial)
+    elif os.path.isfile(initial_path):
+        with open(initial_path, encoding="utf-8") as f:
+            initial = json.load(f)
+    tok = data.tokenizer
+    unigram = unigram_perplexity(data.caches["train"], eval_ds, m.vocabulary_size, tok.eos_id)
+    peak, device = peak_flops(strategy, precision)
+    tokens_per_step = t.batch_size * config.data.seq_len
+    monitor = TrainingMonitor(
+        per_epoch, os.path.join(out, "logs"), t.log_every, tokens_per_step, t.batch_size,
+        flops_per_token(m.num_layers, m.hidden_dim, m.intermediate_dim, config.data.seq_len,
+                        m.vocabulary_size),
+        peak, initial_validation=initial if start_step == 0 else None,
+        unigram_perplexity=unigram)
+    callbacks = _callbacks(config, per_epoch, out, task, tok, backup, monitor)
+    history = {}
+    if start_step < t.steps:
+        write_model_graph(os.path.join(out, "logs", "train"), task, config.data.seq_len)
+        history = model.fit(
+            train_ds, epochs=-(-t.steps // per_epoch), initial_epoch=start_step // per_epoch,
+            steps_per_epoch=per_epoch, shuffle=False, validation_data=eval_ds,
+            validation_freq=_validation_epochs(t.steps, per_epoch, t.eval_every),
+            callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2,
+        ).history
+    final = {k[4:]: v[-1] for k, v in history.items() if k.startswith("val_")}
+    if not final:
+        final = model.evaluate(eval_ds, verbose=0, return_dict=True)
+    save_model_dir(os.path.join(out, "model"), task, tok, config)
+    initial = initial or {}
+    summary = {
+        "final_step": int(model.optimizer.iterations.numpy()) * t.grad_accum_steps,
+        "steps": t.steps,
+        "resumed_from_step": start_step,
+        "train_loss": history["loss"][-1] if history else None,
+        "train_perplexity": history["perplexity"][-1] if history else None,
+        "validation_loss": final["loss"],
+        "validation_perplexity": final["perplexity"],
+        "validation_accuracy": final["accuracy"],
+        "initial_validation_loss": initial.get("loss"),
+        "initial_validation_perplexity": initial.get("perplexity"),
+        "unigram_validation_perplexity": unigram,
+        **monitor.throughput(),
+        "device": device,
+        "wall_seconds": time.time() - started,
+        "parameters": task.count_params(),
+        "precision": precision,
+        "strategy": type(strategy).__name__,
+        "replicas": strategy.num_replicas_in_sync,
+        "model_dir": os.path.join(workdir, "model"),
+    }
+    summary = {k: float(v) if hasattr(v, "dtype") else v for k, v in summary.items()}
+    logging.info("Training summary: %s", json.dumps(summary, sort_keys=True))
+    return summary
