@@ -1,5 +1,6 @@
 """The tflm command: sub-commands listed, typos named, unlanded features refuse honestly."""
 
+import json
 import subprocess
 import sys
 
@@ -43,3 +44,56 @@ def test_unlanded_subcommands_refuse_and_do_nothing(name, tmp_path):
 
 def test_usage_names_match_summaries():
     assert set(cli.COMMANDS) == set(cli.SUMMARIES)
+
+
+def test_tokenizer_command_trains_saves_and_encodes(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(f"Document {i}: the quick brown fox jumps over dog {i}."
+                                  for i in range(60)), encoding="utf-8")
+    result = run_cli("tokenizer", f"--corpus={corpus}", "--kind=bpe", "--vocab_size=300",
+                     f"--out={tmp_path / 'tok'}", "--encode", f"--cache_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert report["vocabulary_size"] == 300
+    assert report["token_caches"]["train"]["tokens"] > 0
+    from tflm.text import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tmp_path / "tok"))
+    assert tokenizer.fingerprint == report["fingerprint"]
+    assert tokenizer.decode(tokenizer.encode(["the quick fox"])[0]) == "the quick fox"
+
+
+def test_train_evaluate_generate_through_the_command(tmp_path):
+    """The real commands on a tiny shrunk gpt_mini: train, then evaluate and generate."""
+    workdir = tmp_path / "run"
+    shrink = ["--config.model.vocabulary_size=300", "--config.model.num_layers=1",
+              "--config.model.hidden_dim=32", "--config.model.num_heads=2",
+              "--config.model.intermediate_dim=64", "--config.model.max_sequence_length=32",
+              "--config.data.seq_len=16", f"--config.data.cache_dir={tmp_path / 'cache'}",
+              "--config.train.batch_size=4", "--config.train.steps=6",
+              "--config.train.warmup_steps=2", "--config.train.eval_every=3",
+              "--config.train.eval_steps=2", "--config.train.checkpoint_every=3",
+              "--config.train.sample_every=6", "--config.train.log_every=3"]
+    result = run_cli("train", "--config=configs/gpt_mini.py", f"--workdir={workdir}",
+                     *shrink, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    assert summary["final_step"] == 6
+    assert (workdir / "model" / "config.json").exists()
+
+    result = run_cli("evaluate", f"--model={workdir / 'model'}", "--batch_size=4",
+                     timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads(result.stdout)
+    assert 1.0 < metrics["perplexity"] < 300 * 3
+
+    result = run_cli("generate", f"--model={workdir / 'model'}", "--prompt=The",
+                     "--prompt=A function", "--max_new_tokens=5", "--sampler=greedy",
+                     timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("--- ") == 2
+
+    result = run_cli("generate", f"--model={workdir / 'model'}", "--prompt=The",
+                     "--max_new_tokens=5", "--sampler=nucleus", timeout=300)
+    assert result.returncode == 1
+    assert "nucleus" in result.stderr and "top_p" in result.stderr

@@ -173,12 +173,13 @@ def _tokenizer_flags() -> None:
     flags.DEFINE_string("out", None, "Directory to save the tokenizer to.")
     flags.DEFINE_bool("lowercase", False, "Lower-case (and strip accents) before tokenizing.")
     flags.DEFINE_bool("encode", False, "Also build the token cache of every split.")
-    flags.DEFINE_string("cache_dir", None, "Token cache directory (default: under --out).")
+    flags.DEFINE_string("cache_dir", None, "Where --encode puts token caches (default: "
+                        "config.data.cache_dir, where tflm train looks).")
     flags.mark_flag_as_required("out")
 
 
 def _tokenizer(argv) -> None:
-    from tflm.text.cli import build_tokenizer
+    from tflm.training.prepare import build_tokenizer
 
     _print_json(build_tokenizer(corpus=FLAGS.corpus, kind=FLAGS.kind,
                                 vocabulary_size=FLAGS.vocab_size, out=FLAGS.out,

@@ -19,9 +19,11 @@ import tempfile
 
 from absl import logging
 
+from tflm import config as config_lib
 from tflm.data import load_corpus
 from tflm.data.corpus import Corpus
 from tflm.data.token_cache import TokenCache, build_token_cache
+from tflm.errors import DataError
 from tflm.text import Tokenizer, check_vocabulary, load_tokenizer, train_tokenizer
 
 SPLITS = ("train", "validation")
@@ -100,3 +102,53 @@ def prepare(config, splits=SPLITS) -> Prepared:
     tokens_dir = os.path.join(cache_root(config.data), "tokens")
     caches = {split: build_token_cache(corpus, split, tokenizer, tokens_dir) for split in splits}
     return Prepared(corpus, tokenizer, caches)
+
+
+def build_tokenizer(corpus: str, kind: str, vocabulary_size: int, out: str,
+                    lowercase: bool = False, encode: bool = False,
+                    cache_dir: str | None = None) -> dict:
+    """``tflm tokenizer``: trains a tokenizer on a corpus' train split and saves it to ``out``.
+
+    With ``encode``, also builds the token cache of every split under
+    ``<cache_dir>/tokens`` (default: ``config.data.cache_dir``), where a run with
+    ``--config.data.tokenizer_dir=<out>`` and the same ``cache_dir`` finds it.
+
+    Returns:
+        What was built: the tokenizer directory, its size and fingerprint, and the token
+        count of each encoded split.
+
+    Raises:
+        ConfigError: an unknown ``kind``.
+        DataError: the corpus is missing or empty.
+        TokenizerError: the tokenizer cannot be trained on it.
+    """
+    config = config_lib.base_config()
+    config.data.corpus = corpus
+    config.data.tokenizer = kind
+    config.data.lowercase = lowercase
+    config.model.vocabulary_size = vocabulary_size
+    if cache_dir:
+        config.data.cache_dir = cache_dir
+    config_lib.validate(config)
+    source = load_corpus(config.data)
+    tokenizer = train_tokenizer(kind, source.documents("train"), vocabulary_size,
+                                lowercase=lowercase)
+    tokenizer.save(out)
+    report = {"tokenizer_dir": os.path.abspath(out), "kind": kind, "corpus": source.name,
+              "vocabulary_size": tokenizer.vocabulary_size,
+              "fingerprint": tokenizer.fingerprint}
+    if encode:
+        tokens_dir = os.path.join(cache_root(config.data), "tokens")
+        saved = load_tokenizer(out)
+        report["token_caches"] = {}
+        for split in ("train", "validation", "test"):
+            try:
+                cache = build_token_cache(source, split, saved, tokens_dir)
+            except DataError as e:
+                if split == "train":
+                    raise
+                report["token_caches"][split] = f"not built: {e}"
+                continue
+            report["token_caches"][split] = {"path": cache.path, "tokens": cache.num_tokens,
+                                             "documents": cache.num_documents}
+    return report
