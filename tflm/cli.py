@@ -94,6 +94,13 @@ def _train(argv) -> None:
     from tflm.training import train
 
     summary = train(_loaded_config(), FLAGS.workdir)
+    if summary.get("initial_validation_perplexity") is not None:
+        print(f"Validation perplexity: {summary['initial_validation_perplexity']:.1f} at "
+              f"step 0 -> {summary['validation_perplexity']:.1f} at step "
+              f"{summary['final_step']} (unigram baseline "
+              f"{summary['unigram_validation_perplexity']:.1f}); "
+              f"{summary['tokens_per_second']:.0f} tokens/s. Model: {summary['model_dir']}, "
+              f"TensorBoard: tensorboard --logdir={FLAGS.workdir}/logs")
     _print_json(summary)
 
 
