@@ -1,0 +1,81 @@
+"""Shared fixtures: a tiny GPT trained for a few dozen steps on real text, as a model dir.
+
+Training on real text (the built-in corpus) makes next-token agreement meaningful: a
+random-init model's logits are nearly flat, so any quantization noise flips its argmax.
+"""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from tflm.config import base_config
+from tflm.data.builtin import builtin_documents
+from tflm.model_dir import save_model_dir
+from tflm.models import GPT
+from tflm.text import train_tokenizer
+
+WINDOW = 32
+TRAIN_DOCS = 400
+
+
+def _tiny_config(vocabulary_size, corpus_path):
+    config = base_config()
+    config.model.update(vocabulary_size=vocabulary_size, num_layers=2, hidden_dim=32,
+                        num_heads=2, intermediate_dim=64, max_sequence_length=WINDOW)
+    config.data.corpus = corpus_path
+    config.data.seq_len = WINDOW
+    config.export.max_new_tokens = 8
+    config.export.representative_samples = 16
+    return config
+
+
+@pytest.fixture(scope="session")
+def documents():
+    """Real English text: the built-in corpus' documents (prose, not random)."""
+    docs = [d for d in builtin_documents(None) if len(d) > 200]
+    return docs[:TRAIN_DOCS], docs[TRAIN_DOCS:TRAIN_DOCS + 40]
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory, documents):
+    """A model directory of a 2-layer, hidden-32 GPT fitted for 80 steps."""
+    train, held_out = documents
+    root = tmp_path_factory.mktemp("tiny_gpt")
+    corpus_path = os.path.join(root, "corpus.txt")
+    with open(corpus_path, "w", encoding="utf-8") as f:
+        f.write("\n\n".join(d.replace("\n\n", "\n") for d in train + held_out))
+    tokenizer = train_tokenizer("bpe", train, 300)
+    keras.utils.set_random_seed(0)
+    config = _tiny_config(tokenizer.vocabulary_size, corpus_path)
+    model = GPT(**config.model)
+    stream = []
+    for ids in tokenizer.encode(train):
+        stream += [tokenizer.eos_id] + ids
+    n = (len(stream) - 1) // WINDOW
+    blocks = np.asarray(stream[:n * WINDOW + 1], np.int32)
+    x = np.stack([blocks[i * WINDOW:(i + 1) * WINDOW] for i in range(n)])
+    y = np.stack([blocks[i * WINDOW + 1:(i + 1) * WINDOW + 1] for i in range(n)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=GPT.default_loss())
+    model.fit({"token_ids": x, "padding_mask": np.ones_like(x)}, y, batch_size=32,
+              epochs=1, steps_per_epoch=min(80, n // 32), verbose=0)
+    return save_model_dir(os.path.join(root, "model"), model, tokenizer, config)
+
+
+@pytest.fixture(scope="session")
+def keras_model(model_dir):
+    """``(model, tokenizer, config)`` loaded back from the model directory."""
+    from tflm.model_dir import load_model_dir
+
+    return load_model_dir(model_dir)
+
+
+@pytest.fixture(scope="session")
+def saved_model_export(model_dir, tmp_path_factory):
+    """``(saved_model_path, report)`` of ``tflm export --format=saved_model``."""
+    from tflm.export import export_model
+
+    out = tmp_path_factory.mktemp("saved_model_out")
+    report = export_model(model_dir, str(out), format="saved_model")
+    return report["path"], report
