@@ -205,12 +205,8 @@ def _export_flags() -> None:
 
 
 def _export(argv) -> None:
-    try:
-        from tflm.export import export_model
-    except ImportError as e:
-        raise NotImplementedYet(
-            "tflm export is not implemented yet (the deployment issue has not landed)."
-        ) from e
+    from tflm.export import export_model
+
     _print_json(export_model(FLAGS.model, FLAGS.out, format=FLAGS.format,
                              quantize=FLAGS.quantize))
 
