@@ -98,6 +98,25 @@ def test_cache_prefill_then_steps_equals_full_pass(rotary):
     assert np.all(_np(cache)[:, :, T:] == 0), "slots past the last token stay empty"
 
 
+def test_whole_model_cache_with_cache_layer_matches_per_layer_cache():
+    """`cache_layer=i` writes only layer i of a (B, L, 2, S, H, D) cache, same outputs."""
+    layer = MultiHeadAttention(HEADS)
+    x = _query()
+    per_layer = np.zeros((B, 2, 8, HEADS, HIDDEN // HEADS), "float32")
+    whole = np.zeros((B, 3, 2, 8, HEADS, HIDDEN // HEADS), "float32")
+    out_a, per_layer = layer(x[:, :3], cache=per_layer, cache_index=0)
+    out_b, whole = layer(x[:, :3], cache=whole, cache_index=0, cache_layer=1)
+    for t in range(3, T):
+        step_a, per_layer = layer(x[:, t: t + 1], cache=per_layer, cache_index=t)
+        step_b, whole = layer(x[:, t: t + 1], cache=whole, cache_index=t, cache_layer=1)
+        np.testing.assert_allclose(_np(step_a), _np(step_b), atol=1e-6)
+    np.testing.assert_allclose(_np(out_a), _np(out_b), atol=1e-6)
+    np.testing.assert_allclose(_np(whole)[:, 1], _np(per_layer), atol=1e-6)
+    assert np.all(_np(whole)[:, [0, 2]] == 0), "other layers' slots are untouched"
+    with pytest.raises(ValueError, match="init_cache"):
+        layer(x[:, :1], cache=whole, cache_index=0, cache_layer=3)
+
+
 def test_cache_mask_hides_slots():
     layer = MultiHeadAttention(HEADS)
     x = _query()

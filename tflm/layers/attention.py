@@ -1,5 +1,6 @@
 """Multi-head attention with a fused QKV projection, causal/padding masks, rotary and KV cache."""
 
+import functools
 import math
 
 import keras
@@ -42,6 +43,8 @@ class MultiHeadAttention(keras.layers.Layer):
         cache_mask: (B, S) bool/int, 1 = the slot holds a real token.
         position_ids: (B, T) int positions for rotary; default cache_index + arange(T).
         training: enables dropout.
+        cache_layer: int; `cache` is then a whole model's (B, L, 2, S, H, D) cache, this
+            layer updates `cache[:, cache_layer]` in place and returns the whole cache.
 
     Returns:
         output (B, T, hidden) in the compute dtype, or `(output, cache)` in cache mode.
@@ -129,8 +132,11 @@ class MultiHeadAttention(keras.layers.Layer):
         cache_mask=None,
         position_ids=None,
         training=None,
+        cache_layer=None,
     ):
-        self._check_call(query, key_value, padding_mask, cache, cache_index, cache_mask)
+        self._check_call(
+            query, key_value, padding_mask, cache, cache_index, cache_mask, cache_layer
+        )
         seq = ops.shape(query)[1]
         start = 0 if cache_index is None else ops.cast(cache_index, "int32")
         if self._cross:
@@ -149,27 +155,31 @@ class MultiHeadAttention(keras.layers.Layer):
                 key_positions = ops.arange(ops.shape(k)[1], dtype="int32")[None, :]
             k = self.rotary_embedding(k, key_positions)
         if cache is not None:
-            k_cache = ops.slice_update(cache[:, 0], [0, start, 0, 0], ops.cast(k, cache.dtype))
-            v_cache = ops.slice_update(cache[:, 1], [0, start, 0, 0], ops.cast(v, cache.dtype))
-            cache = ops.stack([k_cache, v_cache], axis=1)  # (B, 2, S, H, D)
-            k = ops.cast(k_cache, q.dtype)  # (B, S, H, D)
-            v = ops.cast(v_cache, q.dtype)
+            # One dynamic-update-slice of the (loop-carried) cache: XLA writes it in place.
+            new = ops.cast(ops.stack([k, v], axis=1), cache.dtype)  # (B, 2, T, H, D)
+            if cache_layer is None:
+                cache = ops.slice_update(cache, [0, 0, start, 0, 0], new)  # (B, 2, S, H, D)
+                k, v = cache[:, 0], cache[:, 1]  # (B, S, H, D)
+            else:
+                cache = ops.slice_update(cache, [0, cache_layer, 0, start, 0, 0], new[:, None])
+                k, v = cache[:, cache_layer, 0], cache[:, cache_layer, 1]  # (B, S, H, D)
         mask = _attention_mask(
             seq, ops.shape(k)[1], start,
             cache_mask if cache is not None else padding_mask,
             use_causal_mask or cache is not None,
         )  # (B or 1, T, S) bool, or None
-        output = self._attend(q, k, v, mask, training)  # (B, T, H, D)
+        dropout = functools.partial(self.attention_dropout, training=training)
+        if cache is not None and query.shape[1] == 1:  # a decode step
+            output = single_query_attention(q, k, v, mask, dropout)  # (B, 1, H, D)
+        else:
+            k, v = ops.cast(k, q.dtype), ops.cast(v, q.dtype)
+            output = explicit_attention(q, k, v, mask, dropout)  # (B, T, H, D)
         output = self.output_dropout(self.output_dense(output), training=training)
         return output if cache is None else (output, cache)
 
-    def _attend(self, q, k, v, mask, training):
-        """(B, T, H, D) attention output; dropout on the probabilities when training."""
-        return explicit_attention(
-            q, k, v, mask, dropout=lambda p: self.attention_dropout(p, training=training)
-        )
-
-    def _check_call(self, query, key_value, padding_mask, cache, cache_index, cache_mask):
+    def _check_call(
+        self, query, key_value, padding_mask, cache, cache_index, cache_mask, cache_layer
+    ):
         """Raises ValueError when arguments contradict each other or the built layer."""
         _check_rank("query", query.shape, 3)
         if (key_value is not None) != self._cross:
@@ -191,16 +201,18 @@ class MultiHeadAttention(keras.layers.Layer):
             raise ValueError("the KV cache is for self-attention only.")
         if cache_index is None:
             raise ValueError("a cache needs cache_index, the slot of the first query token.")
-        _check_rank("cache", cache.shape, 5)
-        expected = (2, self.num_heads, self._dim)
-        got = (cache.shape[1], cache.shape[3], cache.shape[4])
-        if got != expected:
+        shape = tuple(cache.shape)
+        layer_shape = shape if cache_layer is None else shape[:1] + shape[2:]
+        _check_rank("cache", shape, 5 if cache_layer is None else 6)
+        in_range = cache_layer is None or shape[1] is None or 0 <= cache_layer < shape[1]
+        if (layer_shape[1], *layer_shape[3:]) != (2, self.num_heads, self._dim) or not in_range:
+            layers = "" if cache_layer is None else f"layers > {cache_layer}, "
             raise ValueError(
-                f"cache shape {tuple(cache.shape)} does not match (batch, 2, length, "
+                f"cache shape {shape} does not match (batch, {layers}2, length, "
                 f"{self.num_heads}, {self._dim}); build it with init_cache()."
             )
         if cache_mask is not None:
-            _check_mask("cache_mask", cache_mask.shape, (cache.shape[0], cache.shape[2]))
+            _check_mask("cache_mask", cache_mask.shape, (layer_shape[0], layer_shape[2]))
 
     def compute_output_shape(self, query_shape, cache_shape=None):
         if cache_shape is None:
@@ -241,6 +253,31 @@ def explicit_attention(q, k, v, mask=None, dropout=None):
     if dropout is not None:
         probs = dropout(probs)
     return ops.einsum("bhts,bshd->bthd", ops.cast(probs, v.dtype), v)
+
+
+def single_query_attention(q, k, v, mask=None, dropout=None):
+    """`explicit_attention` for one query (a decode step) as multiply-and-reduce.
+
+    XLA fuses this into loops that read K and V where they lie in the cache, without the
+    transposed copies a batched dot needs. Logits, softmax and the sum run in float32.
+
+    Args:
+        q: (B, 1, H, D); k, v: (B, S, H, D); mask: bool (B or 1, 1, S), True = attend.
+        dropout: optional function applied to the (B, S, H) probabilities.
+
+    Returns:
+        (B, 1, H, D) in the dtype of `q`.
+    """
+    dtype, scale = q.dtype, 1.0 / math.sqrt(q.shape[-1])
+    q = ops.cast(q, "float32") * scale  # (B, 1, H, D)
+    scores = ops.sum(q * ops.cast(k, "float32"), axis=-1)  # (B, S, H)
+    if mask is not None:
+        scores = scores + ops.where(mask[:, 0, :, None], 0.0, _MASK_VALUE)  # (B|1, S, 1)
+    probs = ops.softmax(scores, axis=1)  # over the S keys
+    if dropout is not None:
+        probs = ops.cast(dropout(probs), "float32")
+    output = ops.sum(probs[..., None] * ops.cast(v, "float32"), axis=1)  # (B, H, D)
+    return ops.cast(output[:, None], dtype)
 
 
 def _attention_mask(query_len, key_len, start, key_mask, causal):

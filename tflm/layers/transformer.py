@@ -29,7 +29,8 @@ class TransformerBlock(keras.layers.Layer):
 
     Call args: as `MultiHeadAttention` (self-attention only): `inputs` (B, T, hidden),
         `padding_mask`, `use_causal_mask`, `cache` (B, 2, S, H, D), `cache_index`,
-        `cache_mask`, `position_ids`, `training`.
+        `cache_mask`, `position_ids`, `training`, `cache_layer` (with it, `cache` is the
+        whole model's (B, L, 2, S, H, D) cache, updated in place and returned whole).
 
     Returns:
         (B, T, hidden), or `(output, cache)` when a cache is passed.
@@ -104,12 +105,13 @@ class TransformerBlock(keras.layers.Layer):
         cache_mask=None,
         position_ids=None,
         training=None,
+        cache_layer=None,
     ):
         x = inputs  # (B, T, hidden)
         attention_args = dict(
             padding_mask=padding_mask, use_causal_mask=use_causal_mask, cache=cache,
             cache_index=cache_index, cache_mask=cache_mask, position_ids=position_ids,
-            training=training,
+            training=training, cache_layer=cache_layer,
         )
         h = self.attention_norm(x) if self.norm_first else x
         h = self.attention(h, **attention_args)

@@ -167,16 +167,15 @@ class TransformerBackbone(keras.Model):
         x = self.embedding(token_ids, position_ids=position_ids)  # (B, T, hidden)
         if self.embedding_norm is not None:
             x = self.embedding_norm(x)
-        layer_caches = []
         for i, block in enumerate(self.blocks):
-            x, layer_cache = block(
-                x, cache=cache[:, i], cache_index=cache_index, cache_mask=cache_mask,
-                position_ids=position_ids,
-            )  # layer_cache (B, 2, S, H, D)
-            layer_caches.append(layer_cache)
+            # Block i updates cache[:, i] in place (no per-layer slices to re-stack).
+            x, cache = block(
+                x, cache=cache, cache_index=cache_index, cache_mask=cache_mask,
+                position_ids=position_ids, cache_layer=i,
+            )  # cache (B, L, 2, S, H, D)
         if self.final_norm is not None:
             x = self.final_norm(x)
-        return x, ops.stack(layer_caches, axis=1)  # (B, L, 2, S, H, D)
+        return x, cache
 
     def get_config(self):
         return {
