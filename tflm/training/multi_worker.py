@@ -24,8 +24,20 @@ matching workaround.
    temp dir would make a restarted worker resume from scratch while the chief resumes
    from its checkpoint: their weights and epochs would no longer agree).
 
+4. **Only part of the validation set evaluated.** tflm's pipelines turn tf.data
+   auto-sharding off (the training stream is sliced per worker by its ``input_context``).
+   A plain dataset given to ``evaluate`` / ``fit(validation_data=...)`` is distributed by
+   Keras with ``experimental_distribute_dataset``, which with sharding off gives *every*
+   worker the whole set cut into per-replica batches (twice as many batches with 2
+   workers), while Keras stops after the dataset's cardinality in steps: each worker
+   evaluates the first ``1/num_workers`` of the set. Fix: :func:`shard_eval_dataset`
+   turns DATA sharding back on for that dataset, so worker ``i`` gets its rows of every
+   batch. (Found by ``tests/training/test_multi_worker_train.py``, which compares the
+   validation loss with a single-process run.)
+
 Use: ``model = apply_workarounds(model, strategy)`` after building the model under
-``strategy.scope()`` and before ``fit``; it changes nothing under other strategies.
+``strategy.scope()`` and before ``fit``, and ``shard_eval_dataset`` on the validation
+dataset; they change nothing under other strategies.
 """
 
 from __future__ import annotations
@@ -126,3 +138,20 @@ def backup_dir_for_worker(backup_dir: str, strategy: tf.distribute.Strategy) -> 
     if is_chief(strategy):
         return backup_dir
     return f"{os.path.normpath(backup_dir)}.worker{worker_index(strategy)}"
+
+
+def shard_eval_dataset(dataset: tf.data.Dataset, strategy: tf.distribute.Strategy):
+    """``dataset`` with DATA auto-sharding under MultiWorkerMirrored (fix 4 above).
+
+    Args:
+        dataset: finite batches for ``evaluate`` / ``fit(validation_data=...)``.
+        strategy: the run's strategy.
+
+    Returns:
+        ``dataset`` itself under other strategies.
+    """
+    if not _is_multi_worker(strategy):
+        return dataset
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)

@@ -134,8 +134,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     chief = is_chief(strategy)
     out = workdir if chief else tempfile.mkdtemp(prefix="tflm-worker-")
     os.makedirs(out, exist_ok=True)
-    if chief:
-        config_lib.save_config(config, os.path.join(workdir, CONFIG_FILE))
+    if chief:  # renamed into place: other workers check the same file (shared workdir)
+        config_path = os.path.join(workdir, CONFIG_FILE)
+        config_lib.save_config(config, f"{config_path}.tmp")
+        os.replace(f"{config_path}.tmp", config_path)
     data = prepare(config)
     precision = resolve_precision(config.train, strategy)
     previous_policy = keras.config.dtype_policy()
@@ -164,6 +166,7 @@ def _datasets(config, data, strategy, start_step):
         eos_id=tok.eos_id, pad_id=pad_id, remainder=d.remainder, input_context=ctx))
     eval_ds = eval_fn(data.caches["validation"], d.seq_len, t.batch_size, tok.eos_id,
                       pad_id=pad_id, remainder=d.remainder).take(t.eval_steps)
+    eval_ds = multi_worker.shard_eval_dataset(eval_ds, strategy)
     return train_ds, eval_ds
 
 
@@ -196,17 +199,27 @@ def _callbacks(config, per_epoch, out, task, tokenizer, backup, monitor) -> list
     return callbacks
 
 
+def compile_training_model(config, strategy) -> tuple[keras.Model, keras.Model]:
+    """(task model, compiled ``TrainingModel``) of ``config``, as ``train`` fits them.
+
+    Call under ``strategy.scope()`` with the run's dtype policy set
+    (``resolve_precision``); ``benchmarks/train_throughput.py`` times exactly this.
+    """
+    task = build_model(config)
+    model = multi_worker.apply_workarounds(TrainingModel(task), strategy)
+    model.compile(optimizer=make_optimizer(config.train, task), loss=task.default_loss(),
+                  metrics=task.default_metrics(),
+                  jit_compile=resolve_jit_compile(config.train, strategy))
+    return task, model
+
+
 def _train(config, workdir, out, strategy, data, precision) -> dict:
     t, m = config.train, config.model
     started = time.time()
     keras.utils.set_random_seed(t.seed)
     per_epoch = math.gcd(t.eval_every, t.checkpoint_every)  # every backup ends an epoch
     with strategy.scope():
-        task = build_model(config)
-        model = multi_worker.apply_workarounds(TrainingModel(task), strategy)
-        model.compile(optimizer=make_optimizer(t, task), loss=task.default_loss(),
-                      metrics=task.default_metrics(),
-                      jit_compile=resolve_jit_compile(t, strategy))
+        task, model = compile_training_model(config, strategy)
         backup = ExactBackupAndRestore(
             multi_worker.backup_dir_for_worker(
                 os.path.join(workdir, "checkpoints", "backup"), strategy),

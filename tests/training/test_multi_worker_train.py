@@ -1,0 +1,133 @@
+"""The real ``tflm.training.train`` under MultiWorkerMirroredStrategy, 2 processes.
+
+Both workers (``train_worker.py`` with ``TF_CONFIG``, on 127.0.0.1) run the same command
+with the same ``workdir``, as every machine of a real cluster does. Worker 0 is the chief;
+each worker's ``TMPDIR`` is its own, so the test can find where the non-chief wrote.
+A single-process run of the same config (same global batch) is the reference.
+"""
+
+import glob
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from keras import ops
+
+from tests.training.train_worker import shared_cache_dir, tiny_config
+from tflm.model_dir import load_model_dir
+from tflm.training import prepare, train
+
+WORKER = os.path.join(os.path.dirname(__file__), "train_worker.py")
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+TIMEOUT_S = 180  # the machine is shared; a healthy run takes ~30 s
+STEPS = 10
+# 2 layers, hidden 32, vocab 384, batch 4 (global) x 16 tokens; backups, checkpoints and
+# validation every 5 steps; no text samples (their compile is slow).
+OVERRIDES = {"data__seq_len": 16, "train__steps": STEPS, "train__eval_every": 5,
+             "train__checkpoint_every": 5, "train__sample_every": 0}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _weights(model_dir):
+    model, _, _ = load_model_dir(model_dir)
+    return [ops.convert_to_numpy(w) for w in model.weights]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Trains on the cluster and in this process; returns paths, summaries and pids."""
+    root = tmp_path_factory.mktemp("multi_worker_train")
+    config = tiny_config(shared_cache_dir(tmp_path_factory), **OVERRIDES)
+    prepare(config)  # tokenizer and token caches once, before the workers read them
+    workdir = str(root / "run")
+    addresses = [f"127.0.0.1:{_free_port()}" for _ in range(2)]
+    pairs = [f"{k.replace('__', '.')}={v}" for k, v in OVERRIDES.items()]
+    procs, tmpdirs = [], []
+    for index in range(2):
+        tmpdirs.append(root / f"tmp{index}")
+        tmpdirs[-1].mkdir()
+        tf_config = {"cluster": {"worker": addresses},
+                     "task": {"type": "worker", "index": index}}
+        env = dict(os.environ, TF_CONFIG=json.dumps(tf_config), TMPDIR=str(tmpdirs[-1]),
+                   PYTHONPATH=ROOT, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
+        with open(root / f"worker{index}.log", "w") as log:
+            procs.append(subprocess.Popen(
+                [sys.executable, WORKER, workdir, config.data.cache_dir, *pairs],
+                env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
+    try:
+        single = train(config, str(root / "single"))  # the reference, meanwhile
+        for proc in procs:
+            proc.wait(timeout=TIMEOUT_S)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    for index, proc in enumerate(procs):
+        log = (root / f"worker{index}.log").read_text()[-3000:]
+        assert proc.returncode == 0, f"worker {index} failed:\n{log}"
+    (worker1_out,) = glob.glob(str(tmpdirs[1] / "tflm-worker-*"))
+    with open(os.path.join(workdir, "summary.json")) as f:
+        summary = json.load(f)
+    return {"workdir": workdir, "worker1_out": worker1_out, "summary": summary,
+            "single": single, "single_dir": str(root / "single"),
+            "pids": [proc.pid for proc in procs]}
+
+
+def test_trains_on_two_replicas(runs):
+    summary = runs["summary"]
+    assert summary["replicas"] == 2
+    assert summary["strategy"] == "CollectiveAllReduceStrategy"  # MultiWorkerMirrored
+    assert summary["final_step"] == STEPS
+    assert np.isfinite(summary["train_loss"])
+
+
+def test_both_workers_end_with_identical_weights(runs):
+    chief = _weights(os.path.join(runs["workdir"], "model"))
+    other = _weights(os.path.join(runs["worker1_out"], "model"))
+    assert len(chief) == len(other) > 0
+    for a, b in zip(chief, other):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_only_the_chief_writes_the_run_dir(runs):
+    workdir = runs["workdir"]
+    assert sorted(os.listdir(workdir)) == [
+        "checkpoints", "config.json", "initial_evaluation.json", "logs", "model",
+        "summary.json"]
+    # The non-chief's one entry by design: its own backup, which it resumes from after a
+    # restart (tflm.training.multi_worker.backup_dir_for_worker).
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == [
+        "backup", "backup.worker1", "ckpt-00000005.weights.h5", "ckpt-00000010.weights.h5"]
+    for backup in ("backup", "backup.worker1"):
+        files = os.listdir(os.path.join(workdir, "checkpoints", backup))
+        assert "latest.weights.h5" in files, backup
+    # TensorBoard names its files events.out.tfevents.<time>.<host>.<pid>.<n>.v2.
+    events = glob.glob(os.path.join(workdir, "logs", "**", "events.*"), recursive=True)
+    pids = {int(re.search(r"\.(\d+)\.\d+\.v2$", path).group(1)) for path in events}
+    assert pids == {runs["pids"][0]}
+    # The non-chief's logs, checkpoints and model went to its temporary directory.
+    assert {"checkpoints", "logs", "model"} <= set(os.listdir(runs["worker1_out"]))
+
+
+def test_matches_a_single_process_run_of_the_same_global_batch(runs):
+    summary, single = runs["summary"], runs["single"]
+    assert (single["replicas"], single["final_step"]) == (1, STEPS)
+    for key in ("initial_validation_loss", "train_loss", "validation_loss"):
+        np.testing.assert_allclose(summary[key], single[key], rtol=1e-4, err_msg=key)
+    # Summation order differs (2 half batches, then the all-reduce); Adam's m / sqrt(v)
+    # blows that up where gradients are ~0, so weights agree to a fraction of one step
+    # (the learning rate, 3e-3), not to float precision.
+    got = _weights(os.path.join(runs["workdir"], "model"))
+    want = _weights(os.path.join(runs["single_dir"], "model"))
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, atol=1e-3)
