@@ -82,9 +82,10 @@ def causal_lm_dataset(
     """
     blocks, lengths = _causal_blocks(cache, seq_len, eos_id, pad_id, remainder, split)
     lookup = _lookup(blocks, lengths)
-    stream = step_stream.step_indices(len(blocks), batch_size, seed, start_step)
-    stream = step_stream.shard_for_pipeline(stream, batch_size, input_context)
-    return step_stream.finish(stream, lambda step, row, idx: lookup(idx), deterministic)
+    return step_stream.training_stream(
+        len(blocks), batch_size, seed, start_step, input_context,
+        lambda step, row, idx: lookup(idx), deterministic,
+    )
 
 
 def causal_lm_eval_dataset(

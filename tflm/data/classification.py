@@ -133,9 +133,10 @@ def classification_dataset(
         path, labels, text_column, text_pair_column, label_column
     )
     make = _batch_maker(texts, pairs, label_ids, tokenizer, seq_len, cls_id, sep_id, pad_id)
-    stream = step_stream.step_indices(len(texts), batch_size, seed, start_step)
-    stream = step_stream.shard_for_pipeline(stream, batch_size, input_context)
-    return step_stream.finish(stream, lambda step, row, idx: make(idx), deterministic), labels
+    return step_stream.training_stream(
+        len(texts), batch_size, seed, start_step, input_context, lambda step, row, idx: make(idx),
+        deterministic,
+    ), labels
 
 
 def classification_eval_dataset(

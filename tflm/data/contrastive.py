@@ -66,9 +66,10 @@ def unsupervised_contrastive_dataset(
         view = pack_single(lookup(idx), seq_len, cls_id, sep_id, pad_id)
         return {"anchor": view, "positive": view}
 
-    stream = step_stream.step_indices(count, batch_size, seed, start_step)
-    stream = step_stream.shard_for_pipeline(stream, batch_size, input_context)
-    return step_stream.finish(stream, make_batch, deterministic)
+    return step_stream.training_stream(
+        count, batch_size, seed, start_step, input_context, make_batch,
+        deterministic,
+    )
 
 
 def supervised_contrastive_dataset(
@@ -116,6 +117,7 @@ def supervised_contrastive_dataset(
             for role, t in tables.items()
         }
 
-    stream = step_stream.step_indices(len(values[columns[0]]), batch_size, seed, start_step)
-    stream = step_stream.shard_for_pipeline(stream, batch_size, input_context)
-    return step_stream.finish(stream, make_batch, deterministic)
+    return step_stream.training_stream(
+        len(values[columns[0]]), batch_size, seed, start_step, input_context, make_batch,
+        deterministic,
+    )

@@ -54,9 +54,10 @@ def masked_lm_dataset(
     """
     sequences, lengths = _sequences(cache, seq_len, cls_id, sep_id, pad_id, remainder, split)
     make_batch = _batch_maker(sequences, lengths, seed, batch_size, masking)
-    stream = step_stream.step_indices(len(sequences), batch_size, seed, start_step)
-    stream = step_stream.shard_for_pipeline(stream, batch_size, input_context)
-    return step_stream.finish(stream, make_batch, deterministic)
+    return step_stream.training_stream(
+        len(sequences), batch_size, seed, start_step, input_context, make_batch,
+        deterministic,
+    )
 
 
 def masked_lm_eval_dataset(

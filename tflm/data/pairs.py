@@ -174,9 +174,10 @@ def sentence_pair_dataset(
     anchors, make_batch = _batch_maker(
         cache, task, seq_len, batch_size, seed, cls_id, sep_id, pad_id, segment_len, masking, split
     )
-    stream = step_stream.step_indices(len(anchors), batch_size, seed, start_step)
-    stream = step_stream.shard_for_pipeline(stream, batch_size, input_context)
-    return step_stream.finish(stream, make_batch, deterministic)
+    return step_stream.training_stream(
+        len(anchors), batch_size, seed, start_step, input_context, make_batch,
+        deterministic,
+    )
 
 
 def sentence_pair_eval_dataset(

@@ -108,6 +108,22 @@ def finish(
     )
 
 
+def training_stream(
+    num_examples: int,
+    batch_size: int,
+    seed: int,
+    start_step: int,
+    input_context: tf.distribute.InputContext | None,
+    make_batch: Callable,
+    deterministic: bool = True,
+) -> tf.data.Dataset:
+    """The endless training dataset of every pipeline: step indices from `start_step`,
+    this pipeline's slice of each global batch, then `make_batch(step, row, indices)`."""
+    stream = step_indices(num_examples, batch_size, seed, start_step)
+    stream = shard_for_pipeline(stream, batch_size, input_context)
+    return finish(stream, make_batch, deterministic)
+
+
 def distributed_dataset(strategy: tf.distribute.Strategy, dataset_fn: Callable):
     """`strategy.distribute_datasets_from_function(dataset_fn)`.
 
