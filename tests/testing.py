@@ -89,3 +89,12 @@ def check_model(model, x: dict, y=None, sample_weight=None, tmp_path=None, loss=
         history = model.fit(x, y, sample_weight=sample_weight, batch_size=len(y), verbose=0)
         assert np.isfinite(history.history["loss"][0])
     return expected
+
+
+def train_config(**overrides):
+    """``config.train`` defaults with ``overrides`` applied (unvalidated, for unit tests)."""
+    from tflm.config import train_section
+
+    config = train_section()
+    config.update(overrides)
+    return config

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from tests.testing import train_config
 from tflm.config import train_section
 from tflm.errors import ConfigError
 from tflm.training.optim import (
@@ -15,19 +16,13 @@ from tflm.training.optim import (
 )
 
 
-def _train(**overrides):
-    config = train_section()
-    config.update(overrides)
-    return config
-
-
 def _lr(schedule, step):
     return float(schedule(step))
 
 
 @pytest.mark.parametrize("decay", ["cosine", "linear"])
 def test_warmup_then_decay_to_the_floor(decay):
-    s = learning_rate_schedule(_train(learning_rate=1e-3, warmup_steps=10, steps=110,
+    s = learning_rate_schedule(train_config(learning_rate=1e-3, warmup_steps=10, steps=110,
                                       lr_decay=decay, min_lr_ratio=0.1))
     assert _lr(s, 0) == 0.0
     assert _lr(s, 5) == pytest.approx(5e-4)
@@ -41,14 +36,14 @@ def test_warmup_then_decay_to_the_floor(decay):
 
 def test_cosine_and_linear_differ_between_ends():
     config = dict(learning_rate=1.0, warmup_steps=0, steps=100, min_lr_ratio=0.0)
-    cosine = learning_rate_schedule(_train(lr_decay="cosine", **config))
-    linear = learning_rate_schedule(_train(lr_decay="linear", **config))
+    cosine = learning_rate_schedule(train_config(lr_decay="cosine", **config))
+    linear = learning_rate_schedule(train_config(lr_decay="linear", **config))
     assert _lr(linear, 25) == pytest.approx(0.75)
     assert _lr(cosine, 25) == pytest.approx(0.5 * (1 + np.cos(np.pi / 4)))
 
 
 def test_constant_after_warmup():
-    s = learning_rate_schedule(_train(learning_rate=2e-3, warmup_steps=4, steps=10,
+    s = learning_rate_schedule(train_config(learning_rate=2e-3, warmup_steps=4, steps=10,
                                       lr_decay="constant"))
     assert [_lr(s, step) for step in (0, 2, 4, 10, 100)] == pytest.approx(
         [0.0, 1e-3, 2e-3, 2e-3, 2e-3])
@@ -90,7 +85,7 @@ def test_no_decay_patterns_match_real_variable_paths():
 def test_weight_decay_shrinks_only_decayed_variables():
     model = _model()
     optimizer = make_optimizer(
-        _train(learning_rate=0.1, warmup_steps=0, lr_decay="constant", weight_decay=0.5),
+        train_config(learning_rate=0.1, warmup_steps=0, lr_decay="constant", weight_decay=0.5),
         model)
     before = {v.path: v.numpy().copy() for v in model.trainable_variables}
     optimizer.apply([keras.ops.zeros_like(v) for v in model.trainable_variables],
@@ -102,7 +97,7 @@ def test_weight_decay_shrinks_only_decayed_variables():
 
 def _one_update(clip_norm):
     """Update of a 100-element variable by a gradient of norm 100 (Adam ~ SGD: epsilon 1e3)."""
-    config = _train(learning_rate=1.0, warmup_steps=0, lr_decay="constant",
+    config = train_config(learning_rate=1.0, warmup_steps=0, lr_decay="constant",
                     weight_decay=0.0, epsilon=1e3, clip_norm=clip_norm)
     variable = keras.Variable(np.zeros(100, "float32"), name="kernel")
     optimizer = make_optimizer(config, _model())
@@ -129,8 +124,8 @@ def test_gradient_accumulation_equals_one_big_batch():
     big, small = _dense_model(), _dense_model()
     small.set_weights(big.get_weights())
     start = big.get_weights()
-    big.compile(make_optimizer(_train(**common), big), "mse")
-    small.compile(make_optimizer(_train(grad_accum_steps=2, **common), small), "mse")
+    big.compile(make_optimizer(train_config(**common), big), "mse")
+    small.compile(make_optimizer(train_config(grad_accum_steps=2, **common), small), "mse")
 
     small.train_on_batch(x[:4], y[:4])
     for a, b in zip(small.get_weights(), start):
@@ -143,7 +138,7 @@ def test_gradient_accumulation_equals_one_big_batch():
 
 
 def test_optimizer_config_round_trip():
-    optimizer = make_optimizer(_train(grad_accum_steps=4, clip_norm=0.5), _model())
+    optimizer = make_optimizer(train_config(grad_accum_steps=4, clip_norm=0.5), _model())
     restored = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
     assert isinstance(restored, AdamW)
     assert restored.no_decay == ("bias", "norm", "embedding")

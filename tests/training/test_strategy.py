@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tflm.config import train_section
+from tests.testing import train_config
 from tflm.errors import ConfigError
 from tflm.training import strategy as strategy_lib
 from tflm.training.strategy import (
@@ -22,12 +22,6 @@ from tflm.training.strategy import (
     task_role,
     worker_index,
 )
-
-
-def _train(**overrides):
-    config = train_section()
-    config.update(overrides)
-    return config
 
 
 @pytest.fixture
@@ -45,7 +39,7 @@ def fake_gpu(monkeypatch):
 
 @pytest.mark.parametrize("name", ["auto", "default"])
 def test_single_cpu_gets_the_default_strategy(no_cluster, name):
-    strategy = make_strategy(_train(strategy=name))
+    strategy = make_strategy(train_config(strategy=name))
     assert strategy is tf.distribute.get_strategy()
     assert (is_chief(strategy), worker_index(strategy), num_workers(strategy)) == (True, 0, 1)
 
@@ -53,11 +47,11 @@ def test_single_cpu_gets_the_default_strategy(no_cluster, name):
 def test_bad_tf_config_is_a_config_error(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(ConfigError, match="TF_CONFIG"):
-        make_strategy(_train(strategy="auto"))
+        make_strategy(train_config(strategy="auto"))
     monkeypatch.setenv("TF_CONFIG", json.dumps(
         {"cluster": {"worker": ["a:1"], "ps": ["b:2"]}, "task": {"type": "worker"}}))
     with pytest.raises(ConfigError, match="parameter-server"):
-        make_strategy(_train(strategy="multi_worker"))
+        make_strategy(train_config(strategy="multi_worker"))
 
 
 def test_task_roles():
@@ -73,28 +67,28 @@ def test_task_roles():
 
 def test_precision_choices(monkeypatch, fake_gpu):
     for name in ("float32", "mixed_bfloat16", "mixed_float16"):
-        assert resolve_precision(_train(precision=name)) == name
-    assert resolve_precision(_train(precision="auto")) == "mixed_float16"  # GPU
+        assert resolve_precision(train_config(precision=name)) == name
+    assert resolve_precision(train_config(precision="auto")) == "mixed_float16"  # GPU
     monkeypatch.setattr(strategy_lib, "_is_tpu", lambda strategy: True)
-    assert resolve_precision(_train(precision="auto")) == "mixed_bfloat16"
+    assert resolve_precision(train_config(precision="auto")) == "mixed_bfloat16"
 
 
 def test_precision_auto_on_cpu_is_float32(monkeypatch):
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
-    assert resolve_precision(_train(precision="auto")) == "float32"
+    assert resolve_precision(train_config(precision="auto")) == "float32"
 
 
 def test_jit_compile_choices(monkeypatch):
     default = tf.distribute.get_strategy()
-    assert resolve_jit_compile(_train(jit_compile="on"), default) is True
-    assert resolve_jit_compile(_train(jit_compile="off"), default) is False
+    assert resolve_jit_compile(train_config(jit_compile="on"), default) is True
+    assert resolve_jit_compile(train_config(jit_compile="off"), default) is False
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
-    assert resolve_jit_compile(_train(jit_compile="auto"), default) is True  # CPU: faster
+    assert resolve_jit_compile(train_config(jit_compile="auto"), default) is True  # CPU: faster
     monkeypatch.setattr(tf.config, "list_physical_devices",
                         lambda kind=None: ["GPU:0"] if kind == "GPU" else [])
-    assert resolve_jit_compile(_train(jit_compile="auto"), default) is True
+    assert resolve_jit_compile(train_config(jit_compile="auto"), default) is True
     monkeypatch.setattr(strategy_lib, "_is_tpu", lambda strategy: True)
-    assert resolve_jit_compile(_train(jit_compile="auto"), default) is True
+    assert resolve_jit_compile(train_config(jit_compile="auto"), default) is True
 
 
 # Runs in a fresh process: logical devices must be set before TensorFlow starts.
@@ -119,15 +113,15 @@ MIRRORED_SCRIPT = textwrap.dedent("""
         keras.layers.Dense(8, activation="tanh", name="dense")(inputs))
     start = keras.Model(inputs, keras.layers.Dense(3, name="out")(hidden)).get_weights()
 
-    def _train(**overrides):
+    def train_config(**overrides):
         c = train_section()
         c.update(overrides)
         return c
 
-    config = _train(warmup_steps=1, steps=4, learning_rate=0.05)
+    config = train_config(warmup_steps=1, steps=4, learning_rate=0.05)
 
     def train(name, keras_adamw=False):
-        strategy = make_strategy(_train(strategy=name))
+        strategy = make_strategy(train_config(strategy=name))
         with strategy.scope():
             inputs = keras.Input((6,))
             hidden = keras.layers.LayerNormalization(name="layer_norm")(
