@@ -40,7 +40,7 @@ def documents():
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory, documents):
-    """A model directory of a 2-layer, hidden-32 GPT fitted for 80 steps."""
+    """A model directory of a 2-layer, hidden-32 GPT fitted for 3 x 80 steps."""
     train, held_out = documents
     root = tmp_path_factory.mktemp("tiny_gpt")
     corpus_path = os.path.join(root, "corpus.txt")
@@ -59,7 +59,7 @@ def model_dir(tmp_path_factory, documents):
     y = np.stack([blocks[i * WINDOW + 1:(i + 1) * WINDOW + 1] for i in range(n)])
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=GPT.default_loss())
     model.fit({"token_ids": x, "padding_mask": np.ones_like(x)}, y, batch_size=32,
-              epochs=1, steps_per_epoch=min(80, n // 32), verbose=0)
+              epochs=3, steps_per_epoch=min(80, n // 32), verbose=0)
     return save_model_dir(os.path.join(root, "model"), model, tokenizer, config)
 
 

@@ -81,9 +81,11 @@ def test_quantized_variants_agree_with_keras(exported):
     assert variants["float16"]["top1_agreement"] >= 0.995
     assert variants["dynamic_int8"]["top1_agreement"] >= 0.97
     assert variants["dynamic_int8"]["perplexity_change"] <= 0.03
-    # Full int8 also quantizes activations (layer norm, softmax); on this 2-layer toy its
-    # agreement is much lower, so only a loose floor guards against a broken calibration.
-    assert variants["int8"]["top1_agreement"] >= 0.3
+    # Full int8 also quantizes activations (layer norm, softmax): no target in the issue;
+    # 93% / +0.4% on this toy once attention masks by selection (it was 18-57% with a
+    # -1e9 additive mask in the calibrated ranges), so a floor well above that.
+    assert variants["int8"]["top1_agreement"] >= 0.85
+    assert variants["int8"]["perplexity_change"] <= 0.05
     for q in VARIANTS:
         assert variants[q]["positions"] >= 200
         assert variants[q]["decode_ms_per_token"] > 0

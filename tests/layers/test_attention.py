@@ -179,3 +179,19 @@ def test_bad_inputs_raise_clear_errors():
         layer(_query(), cache=np.zeros((B, 2, 8, 4, 4), "float32"), cache_index=0)
     with pytest.raises(ValueError, match="cache_index"):
         layer(_query(), cache=np.zeros((B, 2, 8, HEADS, 8), "float32"))
+
+
+def test_masked_softmax_is_the_softmax_over_kept_positions():
+    from tflm.layers.attention import masked_softmax
+
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(3, 6)).astype("float32") * 4
+    scores[0, 5] = 1e4  # a huge masked score neither leaks nor overflows
+    mask = np.array([[1, 1, 0, 1, 0, 0], [1] * 6, [0] * 6], bool)
+    probs = _np(masked_softmax(scores, mask))
+    for row in range(2):
+        kept = np.exp(scores[row][mask[row]] - scores[row][mask[row]].max())
+        np.testing.assert_allclose(probs[row][mask[row]], kept / kept.sum(), rtol=1e-6)
+    assert np.all(probs[~mask] == 0)  # exactly zero, not just small
+    assert np.all(probs[2] == 0)  # a row with nothing to attend to: zeros, not NaN
+    np.testing.assert_allclose(_np(masked_softmax(scores[1:2], None)), probs[1:2], rtol=1e-6)

@@ -10,7 +10,7 @@ import numpy as np
 
 from tflm.export import reference
 
-EVAL_WINDOWS = 16
+EVAL_WINDOWS = 64
 
 
 class TFLiteLM:

@@ -8,9 +8,29 @@ from keras import ops
 
 from tflm.layers.rotary import RotaryEmbedding
 
-# Masked logits get this additive bias. Logits are float32 at that point (also under mixed
-# precision), so the value is safe; a fully masked row becomes uniform instead of NaN.
-_MASK_VALUE = -1e9
+
+def masked_softmax(scores, mask, axis=-1):
+    """softmax of `scores` over the positions where `mask` is True; 0 where it is False.
+
+    Masking by selection and multiplication, not by adding a large negative number: every
+    intermediate tensor stays on the scale of the real scores, which full-integer (int8)
+    TFLite quantization needs (one -1e9 in a tensor's calibrated range leaves a single
+    int8 step for all real scores). Masked positions get exactly 0; a row with no True
+    position gets all zeros (not NaN).
+
+    Args:
+        scores: float logits; mask: bool, broadcastable to `scores`; None = softmax.
+        axis: the axis normalized over.
+    """
+    if mask is None:
+        return ops.softmax(scores, axis=axis)
+    mask = ops.broadcast_to(mask, ops.shape(scores))
+    floor = ops.stop_gradient(ops.min(scores, axis=axis, keepdims=True))
+    shifted = ops.where(mask, scores, floor)  # masked -> the row's minimum: bounded
+    peak = ops.stop_gradient(ops.max(shifted, axis=axis, keepdims=True))
+    exp = ops.exp(shifted - peak) * ops.cast(mask, scores.dtype)  # in [0, 1]
+    total = ops.sum(exp, axis=axis, keepdims=True)  # >= 1 when any position is kept
+    return exp / ops.maximum(total, ops.cast(1e-30, scores.dtype))
 
 
 @keras.saving.register_keras_serializable(package="tflm")
@@ -142,10 +162,12 @@ class MultiHeadAttention(keras.layers.Layer):
         if self._cross:
             q = self.query_dense(query)  # (B, T, H, D)
             kv = self.key_value_dense(key_value)  # (B, Tk, 2, H, D)
-            k, v = kv[:, :, 0], kv[:, :, 1]  # (B, Tk, H, D)
+            k, v = ops.unstack(kv, axis=2)  # (B, Tk, H, D)
         else:
             qkv = self.qkv_dense(query)  # (B, T, 3, H, D)
-            q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, T, H, D)
+            # unstack, not three slices: its gradient is one stack, where a slice's
+            # gradient pads a zero tensor of the full (B, T, 3, H, D) size each.
+            q, k, v = ops.unstack(qkv, axis=2)  # (B, T, H, D)
         if self.rotary:
             if position_ids is None:
                 position_ids = start + ops.arange(seq, dtype="int32")[None, :]  # (1, T)
@@ -159,7 +181,9 @@ class MultiHeadAttention(keras.layers.Layer):
             new = ops.cast(ops.stack([k, v], axis=1), cache.dtype)  # (B, 2, T, H, D)
             if cache_layer is None:
                 cache = ops.slice_update(cache, [0, 0, start, 0, 0], new)  # (B, 2, S, H, D)
-                k, v = cache[:, 0], cache[:, 1]  # (B, S, H, D)
+                # unstack, not two slices: the same under XLA, but TFLite's UNPACK copies
+                # the halves ~13x faster than its STRIDED_SLICE (per decode step, layer).
+                k, v = ops.unstack(cache, axis=1)  # (B, S, H, D)
             else:
                 cache = ops.slice_update(cache, [0, cache_layer, 0, start, 0, 0], new[:, None])
                 k, v = cache[:, cache_layer, 0], cache[:, cache_layer, 1]  # (B, S, H, D)
@@ -235,7 +259,7 @@ class MultiHeadAttention(keras.layers.Layer):
 
 
 def explicit_attention(q, k, v, mask=None, dropout=None):
-    """softmax(q k^T / sqrt(D) + additive mask) v with float32 logits and softmax.
+    """masked softmax(q k^T / sqrt(D)) v with float32 logits and softmax.
 
     Args:
         q: (B, T, H, D); k, v: (B, S, H, D), all in the compute dtype.
@@ -247,9 +271,7 @@ def explicit_attention(q, k, v, mask=None, dropout=None):
     """
     q = q * ops.cast(1.0 / math.sqrt(q.shape[-1]), q.dtype)
     scores = ops.cast(ops.einsum("bthd,bshd->bhts", q, k), "float32")  # (B, H, T, S)
-    if mask is not None:
-        scores = scores + ops.where(mask, 0.0, _MASK_VALUE)[:, None]
-    probs = ops.softmax(scores, axis=-1)
+    probs = masked_softmax(scores, None if mask is None else mask[:, None], axis=-1)
     if dropout is not None:
         probs = dropout(probs)
     return ops.einsum("bhts,bshd->bthd", ops.cast(probs, v.dtype), v)
@@ -271,9 +293,8 @@ def single_query_attention(q, k, v, mask=None, dropout=None):
     dtype, scale = q.dtype, 1.0 / math.sqrt(q.shape[-1])
     q = ops.cast(q, "float32") * scale  # (B, 1, H, D)
     scores = ops.sum(q * ops.cast(k, "float32"), axis=-1)  # (B, S, H)
-    if mask is not None:
-        scores = scores + ops.where(mask[:, 0, :, None], 0.0, _MASK_VALUE)  # (B|1, S, 1)
-    probs = ops.softmax(scores, axis=1)  # over the S keys
+    key_mask = None if mask is None else mask[:, 0, :, None]  # (B|1, S, 1)
+    probs = masked_softmax(scores, key_mask, axis=1)  # over the S keys
     if dropout is not None:
         probs = ops.cast(dropout(probs), "float32")
     output = ops.sum(probs[..., None] * ops.cast(v, "float32"), axis=1)  # (B, H, D)
