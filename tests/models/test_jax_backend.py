@@ -1,4 +1,5 @@
-"""The models run on JAX too: forward pass and jitted KV-cache decoding, in a subprocess."""
+"""The models run on JAX too: forward pass, jitted KV-cache decoding and the loss's
+gradient, in a subprocess."""
 
 import importlib.util
 import os
@@ -35,6 +36,19 @@ SCRIPT = textwrap.dedent(
         pieces.append(np.asarray(logits))
     error = np.abs(np.concatenate(pieces, axis=1) - full).max()
     assert error < 1e-5, error
+
+    # The loss's hand-written gradient (keras.ops.custom_gradient) under jax.grad.
+    from tflm.models import token_cross_entropy
+    labels = ids[:, 1:]
+    weights = (np.arange(6) < 4).astype("float32")[None]
+    def ours(logits):
+        return (token_cross_entropy(labels, logits) * weights).sum()
+    def keras_ce(logits):
+        return (keras.losses.sparse_categorical_crossentropy(
+            labels, logits, from_logits=True) * weights).sum()
+    logits = full[:, :-1] * 3.0
+    error = np.abs(jax.jit(jax.grad(ours))(logits) - jax.grad(keras_ce)(logits)).max()
+    assert error < 1e-6, error
     print("JAX_OK")
     """
 )

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from tflm.models.backbone import TransformerBackbone
+from tflm.models.losses import TokenCrossEntropy
 from tflm.models.metrics import Perplexity
 
 
@@ -26,7 +27,9 @@ class GPT(keras.Model):
         logits (B, T, vocabulary_size) float32.
 
     Training batches are `(x, y, sample_weight)`: `x` as above, `y` next-token ids (B, T),
-    `sample_weight` 1 on real labels; compile with `default_loss()` / `default_metrics()`.
+    `sample_weight` 1 on real labels; compile with `loss=default_loss()` and
+    `weighted_metrics=default_metrics()` (as `weighted_metrics`: Keras gives plain
+    `metrics` no sample weights, so padded labels would count).
     """
 
     def __init__(
@@ -109,13 +112,11 @@ class GPT(keras.Model):
     @staticmethod
     def default_loss():
         """Token cross-entropy averaged over the labels whose sample_weight is 1."""
-        return keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True, reduction="mean_with_sample_weight"
-        )
+        return TokenCrossEntropy()
 
     @staticmethod
     def default_metrics():
-        """Metrics to compile with: next-token accuracy and perplexity."""
+        """`weighted_metrics` to compile with: next-token accuracy and perplexity."""
         return [
             keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
             Perplexity(name="perplexity"),

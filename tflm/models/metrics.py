@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from tflm.models.losses import token_cross_entropy
+
 
 @keras.saving.register_keras_serializable(package="tflm")
 class Perplexity(keras.metrics.Metric):
@@ -24,15 +26,29 @@ class Perplexity(keras.metrics.Metric):
         self.total_weight = self.add_variable((), initializer="zeros", name="total_weight")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        loss = keras.losses.sparse_categorical_crossentropy(
-            y_true, ops.cast(y_pred, "float32"), from_logits=self.from_logits
-        )  # (B, T)
+        if self.from_logits:
+            loss = token_cross_entropy(y_true, y_pred)  # (B, T)
+        else:
+            loss = keras.losses.sparse_categorical_crossentropy(
+                y_true, ops.cast(y_pred, "float32")
+            )
         if sample_weight is None:
             weight = ops.ones_like(loss)
         else:
             weight = ops.broadcast_to(ops.cast(sample_weight, "float32"), ops.shape(loss))
         self.total_loss.assign_add(ops.cast(ops.sum(loss * weight), self.dtype))
         self.total_weight.assign_add(ops.cast(ops.sum(weight), self.dtype))
+
+    def update_from_mean(self, mean_loss, weight):
+        """Adds a batch given its mean cross-entropy and total label weight.
+
+        For a trainer that already has the batch's weighted-mean token cross-entropy
+        (its loss): the same totals as `update_state`, without a second pass over the
+        (B, T, V) logits.
+        """
+        weight = ops.cast(weight, self.dtype)
+        self.total_loss.assign_add(ops.cast(mean_loss, self.dtype) * weight)
+        self.total_weight.assign_add(weight)
 
     def result(self):
         return ops.exp(ops.divide_no_nan(self.total_loss, self.total_weight))

@@ -52,7 +52,8 @@ def evaluate(model_dir: str, corpus: str | None = None, split: str = "validation
                       split=split)
     if max_batches:
         dataset = dataset.take(max_batches)
-    model.compile(loss=model.default_loss(), metrics=model.default_metrics())
+    # weighted: padded labels (weight 0) must not count in accuracy and perplexity
+    model.compile(loss=model.default_loss(), weighted_metrics=model.default_metrics())
     results = model.evaluate(dataset, verbose=0, return_dict=True)
     return {
         **{k: float(v) for k, v in results.items()},

@@ -208,7 +208,7 @@ def compile_training_model(config, strategy) -> tuple[keras.Model, keras.Model]:
     task = build_model(config)
     model = multi_worker.apply_workarounds(TrainingModel(task), strategy)
     model.compile(optimizer=make_optimizer(config.train, task), loss=task.default_loss(),
-                  metrics=task.default_metrics(),
+                  weighted_metrics=task.default_metrics(),
                   jit_compile=resolve_jit_compile(config.train, strategy))
     return task, model
 
