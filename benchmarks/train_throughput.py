@@ -1,6 +1,6 @@
 """Training tokens/s and peak RSS of tflm's gpt_mini against keras-hub's GPT2CausalLM.
 
-    python benchmarks/train_throughput.py [--steps 3] [--reps 5]
+    python benchmarks/train_throughput.py [--steps 3] [--reps 5] [--quality_steps 300]
 
 Same shape for both (vocab 8192, 4 layers, d 256, 4 heads, FFN 1024, seq 128, batch 16)
 and the same synthetic batches (Zipf-distributed ids; x = {token_ids, padding_mask}, y,
@@ -9,17 +9,24 @@ sample_weight), one ``train_on_batch`` per step:
 - ``tflm``: exactly what ``tflm.training.train`` fits for ``configs/gpt_mini.py``
   (``trainer.compile_training_model``: ``TrainingModel`` with its grad norm, tflm's
   AdamW with clipping, accuracy + perplexity metrics, precision and XLA from
-  ``resolve_precision`` / ``resolve_jit_compile`` for this machine);
+  ``resolve_precision`` / ``resolve_jit_compile`` for this machine: on a CPU with
+  AVX512_BF16 that is ``mixed_bfloat16`` without XLA);
 - ``keras_hub``: ``GPT2CausalLM(GPT2Backbone(...), preprocessor=None)`` compiled with
   ``keras.optimizers.AdamW`` (same learning rate) and ``jit_compile=True``;
-- extra rows: tflm with ``jit_compile`` forced on, and with ``mixed_bfloat16`` (speed
-  only: the "validation loss within 2% of float32" check is not done here).
+- extra row ``tflm_float32``: tflm forced to float32 (XLA by ``auto``).
+
+Where the default precision is bf16, the issue allows it only if validation loss after
+the same steps stays within 2% of float32: ``--quality_steps`` (default 300, the demo's
+length; 0 skips it) trains ``configs/gpt_mini.py`` on the built-in corpus with ``tflm
+train`` twice, default precision and float32, and prints the ratio of the two final
+validation losses.
 
 After one warm-up round, ``--reps`` rounds time ``--steps`` steps of every model in turn
 (the order reversed every other round); figures are medians. Peak RSS (``ru_maxrss``) of
 tflm and keras_hub is measured in a fresh subprocess each. The model-FLOPs fraction is
-tokens/s x ``tflm.models.flops_per_token`` / the CPU's float32 matmul FLOP/s
-(``tflm.training.mfu``, measured in every round; the best is the peak). Prints one JSON
+tokens/s x ``tflm.models.flops_per_token`` / the CPU's matmul FLOP/s in the model's
+compute dtype (float32 or bfloat16, ``tflm.training.mfu``, measured in every round; the
+best is the peak). Prints one JSON
 line per comparison, ``{"bench", "baseline", "tflm", "unit", "ratio", "target"}``, then a
 table.
 """
@@ -31,6 +38,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import keras
@@ -47,7 +55,8 @@ from tflm.training.trainer import compile_training_model
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "gpt_mini.py")
 TARGET_SPEED = 1.25
 TARGET_MEMORY = 1.0
-VARIANTS = ("keras_hub", "tflm", "tflm_xla", "tflm_bf16")
+TARGET_BF16_LOSS = 1.02
+VARIANTS = ("keras_hub", "tflm", "tflm_float32")
 
 
 def synthetic_batches(config, count: int, seed: int = 0):
@@ -81,10 +90,8 @@ def build(variant: str, config):
             model.compile(optimizer=keras.optimizers.AdamW(config.train.learning_rate),
                           jit_compile=True)
             return model, "GPT2CausalLM, AdamW, float32, XLA"
-        if variant == "tflm_xla":
-            config.train.jit_compile = "on"
-        if variant == "tflm_bf16":
-            config.train.precision = "mixed_bfloat16"
+        if variant == "tflm_float32":
+            config.train.precision = "float32"
         precision = resolve_precision(config.train, strategy)
         keras.config.set_dtype_policy(precision)
         with strategy.scope():
@@ -131,10 +138,32 @@ def peak_rss_mib(variants) -> dict:
     return out
 
 
+def validation_loss_ratio(steps: int) -> tuple[float, float, str]:
+    """(default-precision val loss, float32 val loss, default precision) after ``steps``.
+
+    Two real ``tflm train`` runs of ``configs/gpt_mini.py`` (built-in corpus, its own
+    schedule, ``steps`` steps), one after the other, each in a temporary workdir.
+    """
+    losses, precisions = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, extra in (("default", []), ("float32", ["--config.train.precision=float32"])):
+            workdir = os.path.join(tmp, name)
+            cmd = [sys.executable, "-m", "tflm.cli", "train", f"--config={CONFIG}",
+                   f"--workdir={workdir}", f"--config.train.steps={steps}", *extra]
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+            with open(os.path.join(workdir, "summary.json"), encoding="utf-8") as f:
+                summary = json.load(f)
+            losses[name], precisions[name] = summary["validation_loss"], summary["precision"]
+    return losses["default"], losses["float32"], precisions["default"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=3, help="train steps per timing")
     parser.add_argument("--reps", type=int, default=5, help="timed rounds (medians)")
+    parser.add_argument("--quality_steps", type=int, default=300,
+                        help="steps of the bf16-vs-float32 validation loss check (0: skip)")
     parser.add_argument("--rss_of", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_of:
@@ -154,19 +183,21 @@ def main() -> None:
         runs[v] = runner(models[v], batches, args.steps)
         runs[v]()  # warm-up: tracing and XLA compilation
     seconds = {v: [] for v in VARIANTS}
-    peaks = []  # the matmul peak, measured every round too: the machine's load varies
+    peaks = {"float32": [], "bfloat16": []}  # measured every round: the load varies
     for rep in range(args.reps):
-        peaks.append(measured_cpu_flops.__wrapped__())
+        for dtype, values in peaks.items():
+            values.append(measured_cpu_flops.__wrapped__(dtype=dtype))
         for v in VARIANTS if rep % 2 == 0 else VARIANTS[::-1]:
             start = time.perf_counter()
             runs[v]()
             seconds[v].append(time.perf_counter() - start)
-    peak = max(peaks)  # the best matmul seen, as tflm.training.mfu defines the peak
+    peak = {dtype: max(values) for dtype, values in peaks.items()}  # as tflm.training.mfu
+    dtype_of = {v: "bfloat16" if "bfloat16" in notes[v] else "float32" for v in VARIANTS}
     speed = {v: args.steps * tokens_per_step / statistics.median(s) for v, s in seconds.items()}
-    fraction = {v: speed[v] * fpt / peak for v in VARIANTS}
+    fraction = {v: speed[v] * fpt / peak[dtype_of[v]] for v in VARIANTS}
 
     rows = []
-    for v in ("tflm", "tflm_xla", "tflm_bf16"):
+    for v in ("tflm", "tflm_float32"):
         rows.append({"bench": f"train_tokens_per_s/gpt_mini/{v}_vs_keras_hub",
                      "baseline": round(speed["keras_hub"], 1), "tflm": round(speed[v], 1),
                      "unit": "tokens/s", "ratio": round(speed[v] / speed["keras_hub"], 3),
@@ -179,16 +210,26 @@ def main() -> None:
         print(json.dumps(row), flush=True)
 
     print(f"\ngpt_mini training on CPU: batch {batch} x {seq} tokens, {args.steps} steps x "
-          f"{args.reps} rounds (medians); measured matmul {peak / 1e9:.1f} GFLOP/s, "
+          f"{args.reps} rounds (medians); measured matmul {peak['float32'] / 1e9:.1f} "
+          f"GFLOP/s float32, {peak['bfloat16'] / 1e9:.1f} bfloat16; "
           f"{fpt / 1e6:.1f} MFLOP/token")
-    print(f"{'model':<11}{'tokens/s':>10}{'ms/step':>9}{'vs hub':>8}{'FLOPs frac':>12}"
+    print("FLOPs frac: model FLOP/s over the measured matmul of the model's compute dtype")
+    print(f"{'model':<13}{'tokens/s':>10}{'ms/step':>9}{'vs hub':>8}{'FLOPs frac':>12}"
           f"{'peak RSS':>10}  setup")
     for v in VARIANTS:
         ms = statistics.median(seconds[v]) / args.steps * 1e3
         mem = f"{rss[v]:.0f} MiB" if v in rss else "-"
-        print(f"{v:<11}{speed[v]:>10.0f}{ms:>9.0f}{speed[v] / speed['keras_hub']:>8.2f}"
+        print(f"{v:<13}{speed[v]:>10.0f}{ms:>9.0f}{speed[v] / speed['keras_hub']:>8.2f}"
               f"{fraction[v]:>12.3f}{mem:>10}  {notes[v]}")
-    print("tflm_bf16: speed only; its loss was not checked against float32 here.")
+    if args.quality_steps and "bfloat16" in notes["tflm"]:
+        default, fp32, precision = validation_loss_ratio(args.quality_steps)
+        print(json.dumps({"bench": f"validation_loss/gpt_mini_{args.quality_steps}_steps/"
+                                   f"{precision}_vs_float32",
+                          "baseline": round(fp32, 4), "tflm": round(default, 4),
+                          "unit": "nats", "ratio": round(default / fp32, 4),
+                          "target": TARGET_BF16_LOSS}), flush=True)
+    elif "bfloat16" in notes["tflm"]:
+        print("tflm's bf16 loss was not checked against float32 (--quality_steps 0).")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from tests.training.train_worker import shared_cache_dir
 from tflm.config import load_config
 from tflm.model_dir import load_model_dir
 from tflm.training import evaluate, train
+from tflm.training.strategy import cpu_has_bf16
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "gpt_mini.py")
 STEPS = 150
@@ -61,7 +62,9 @@ def test_summary_file(run):
         assert saved[key] > 0, key
     assert 0 < saved["mfu"] < 1
     assert saved["parameters"] > 0
-    assert (saved["precision"], saved["replicas"]) == ("float32", 1)
+    # precision "auto": bf16 on CPUs with bf16 instructions (measured faster), else float32
+    expected = "mixed_bfloat16" if cpu_has_bf16() else "float32"
+    assert (saved["precision"], saved["replicas"]) == (expected, 1)
     assert saved["strategy"]
     assert sorted(os.listdir(workdir)) == [
         "checkpoints", "config.json", "initial_evaluation.json", "logs", "model",

@@ -73,9 +73,23 @@ def test_precision_choices(monkeypatch, fake_gpu):
     assert resolve_precision(train_config(precision="auto")) == "mixed_bfloat16"
 
 
-def test_precision_auto_on_cpu_is_float32(monkeypatch):
+def test_precision_auto_on_cpu_is_bf16_only_with_bf16_instructions(monkeypatch):
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
+    monkeypatch.setattr(strategy_lib, "cpu_has_bf16", lambda: False)
     assert resolve_precision(train_config(precision="auto")) == "float32"
+    monkeypatch.setattr(strategy_lib, "cpu_has_bf16", lambda: True)
+    assert resolve_precision(train_config(precision="auto")) == "mixed_bfloat16"
+
+
+def test_cpu_has_bf16_reads_the_cpu_flags(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n")
+    assert not strategy_lib.cpu_has_bf16(str(cpuinfo))
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 avx512_vnni\n")
+    assert strategy_lib.cpu_has_bf16(str(cpuinfo))
+    cpuinfo.write_text("flags\t\t: fpu amx_bf16 amx_tile\n")
+    assert strategy_lib.cpu_has_bf16(str(cpuinfo))
+    assert not strategy_lib.cpu_has_bf16(str(tmp_path / "missing"))
 
 
 def test_jit_compile_choices(monkeypatch):
@@ -83,7 +97,12 @@ def test_jit_compile_choices(monkeypatch):
     assert resolve_jit_compile(train_config(jit_compile="on"), default) is True
     assert resolve_jit_compile(train_config(jit_compile="off"), default) is False
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
-    assert resolve_jit_compile(train_config(jit_compile="auto"), default) is True  # CPU: faster
+    cpu_float32 = train_config(jit_compile="auto", precision="float32")
+    assert resolve_jit_compile(cpu_float32, default) is True  # CPU float32: XLA is faster
+    cpu_bf16 = train_config(jit_compile="auto", precision="mixed_bfloat16")
+    assert resolve_jit_compile(cpu_bf16, default) is False  # oneDNN's bf16 kernels are
+    monkeypatch.setattr(strategy_lib, "cpu_has_bf16", lambda: True)
+    assert resolve_jit_compile(train_config(jit_compile="auto"), default) is False
     monkeypatch.setattr(tf.config, "list_physical_devices",
                         lambda kind=None: ["GPU:0"] if kind == "GPU" else [])
     assert resolve_jit_compile(train_config(jit_compile="auto"), default) is True

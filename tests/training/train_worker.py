@@ -30,7 +30,10 @@ def tiny_config(cache_dir, **overrides):
     config.data.update(seq_len=32, cache_dir=str(cache_dir))
     config.train.update(batch_size=4, steps=30, learning_rate=3e-3, warmup_steps=5,
                         eval_every=10, eval_steps=4, log_every=5, checkpoint_every=5,
-                        keep_checkpoints=2, sample_every=10, sample_tokens=8)
+                        keep_checkpoints=2, sample_every=10, sample_tokens=8,
+                        # float32 whatever the CPU: these runs compare distributed and
+                        # resumed training with single runs at float tolerances.
+                        precision="float32")
     for name, value in overrides.items():
         section, key = name.split("__")
         config[section][key] = value

@@ -2,8 +2,9 @@
 
 MFU = (training FLOPs per token x tokens/s) / (peak FLOP/s of all replicas). Accelerator
 peaks are the vendors' dense (no sparsity) numbers; on CPU there is no useful datasheet
-number, so the peak is a float32 matmul timed once per process (the best a TF matmul
-reaches on this machine), which makes CPU MFU "fraction of an ideal matmul".
+number, so the peak is a matmul in the run's compute dtype (float32, or bfloat16 under
+``mixed_bfloat16``) timed once per process (the best a TF matmul reaches on this
+machine), which makes CPU MFU "fraction of an ideal matmul".
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ TPU_PEAKS = {"v2": 45e12, "v3": 123e12, "v4": 275e12, "v5litepod": 197e12, "v5e"
 
 
 @functools.cache
-def measured_cpu_flops(size: int = 1024, repeats: int = 5) -> float:
-    """FLOP/s of the fastest of ``repeats`` float32 ``size``-square matmuls (~0.2 s)."""
-    a = tf.random.stateless_normal((size, size), seed=(0, 1))
-    b = tf.random.stateless_normal((size, size), seed=(0, 2))
+def measured_cpu_flops(size: int = 1024, repeats: int = 5, dtype: str = "float32") -> float:
+    """FLOP/s of the fastest of ``repeats`` ``dtype`` ``size``-square matmuls (~0.2 s)."""
+    a = tf.cast(tf.random.stateless_normal((size, size), seed=(0, 1)), dtype)
+    b = tf.cast(tf.random.stateless_normal((size, size), seed=(0, 2)), dtype)
     matmul = tf.function(lambda: tf.reduce_sum(tf.linalg.matmul(a, b)))
     matmul().numpy()  # trace and warm up
     best = float("inf")
@@ -73,7 +74,8 @@ def peak_flops(strategy: tf.distribute.Strategy, precision: str) -> tuple[float 
     elif tf.config.list_physical_devices("GPU"):
         peak, device = _gpu_peak(precision)
     else:  # the measured matmul already uses every core: no per-replica factor
-        return measured_cpu_flops(), "CPU (measured float32 matmul)"
+        dtype = "bfloat16" if precision == "mixed_bfloat16" else "float32"
+        return measured_cpu_flops(dtype=dtype), f"CPU (measured {dtype} matmul)"
     if peak is None:
         logging.info("No peak FLOP/s known for %s: MFU is not reported.", device)
         return None, device
