@@ -4,9 +4,14 @@
 config, saves and reloads a model built around it (`.keras`) and takes one `fit` step.
 `check_model` does the config round trip, `.keras` save/load and one `fit` step for a
 whole model. Tests build their tiny fixtures inline and call these.
+`loopback_workers` runs a MultiWorkerMirrored cluster of real processes on 127.0.0.1.
 """
 
+import contextlib
+import json
 import os
+import socket
+import subprocess
 
 import keras
 import numpy as np
@@ -98,3 +103,48 @@ def train_config(**overrides):
     config = train_section()
     config.update(overrides)
     return config
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def loopback_workers(argv, log_dir, timeout_s: float, env=None, cwd=None, count: int = 2):
+    """Starts ``count`` worker processes of one ``TF_CONFIG`` cluster on 127.0.0.1.
+
+    Yields the ``Popen`` list; the body runs while they train, then each must exit 0 within
+    ``timeout_s`` (else the test fails with the end of its log, ``log_dir/worker<i>.log``).
+    Workers still running when the block is left are killed.
+
+    Args:
+        argv: ``index -> command line`` of worker ``index``.
+        env: ``index -> extra environment variables`` (default none).
+        cwd: the workers' working directory.
+    """
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(count)]
+    procs = []
+    try:
+        for index in range(count):
+            tf_config = {"cluster": {"worker": addresses},
+                         "task": {"type": "worker", "index": index}}
+            worker_env = dict(os.environ, TF_CONFIG=json.dumps(tf_config),
+                              CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2",
+                              **(env(index) if env else {}))
+            with open(os.path.join(log_dir, f"worker{index}.log"), "w") as log:
+                procs.append(subprocess.Popen(argv(index), env=worker_env, cwd=cwd,
+                                              stdout=log, stderr=subprocess.STDOUT))
+        yield procs
+        for proc in procs:
+            proc.wait(timeout=timeout_s)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    for index, proc in enumerate(procs):
+        with open(os.path.join(log_dir, f"worker{index}.log")) as f:
+            log = f.read()[-3000:]
+        assert proc.returncode == 0, f"worker {index} failed:\n{log}"

@@ -8,8 +8,6 @@ matching workaround in ``tflm/training/multi_worker.py``.
 
 import json
 import os
-import socket
-import subprocess
 import sys
 
 import keras
@@ -17,45 +15,20 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.testing import loopback_workers
 from tflm.training.multi_worker import apply_workarounds, backup_dir_for_worker
 
 WORKER = os.path.join(os.path.dirname(__file__), "mw_worker.py")
 TIMEOUT_S = 300  # the machine is shared; a healthy run takes ~20 s
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """Runs both workers to the end; returns (out_dir, [worker0 json, worker1 json])."""
     out = tmp_path_factory.mktemp("multi_worker")
-    addresses = [f"127.0.0.1:{_free_port()}" for _ in range(2)]
-    procs = []
-    for index in range(2):
-        tf_config = {"cluster": {"worker": addresses},
-                     "task": {"type": "worker", "index": index}}
-        env = dict(os.environ, TF_CONFIG=json.dumps(tf_config), CUDA_VISIBLE_DEVICES="",
-                   TF_CPP_MIN_LOG_LEVEL="2")
-        log = open(out / f"worker{index}.log", "w")
-        procs.append(subprocess.Popen([sys.executable, WORKER, str(out)], env=env,
-                                      stdout=log, stderr=subprocess.STDOUT))
-    try:
-        for proc in procs:
-            proc.wait(timeout=TIMEOUT_S)
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-    results = []
-    for index, proc in enumerate(procs):
-        log = (out / f"worker{index}.log").read_text()[-3000:]
-        assert proc.returncode == 0, f"worker {index} failed:\n{log}"
-        results.append(json.loads((out / f"worker{index}.json").read_text()))
-    return out, results
+    with loopback_workers(lambda index: [sys.executable, WORKER, str(out)], out, TIMEOUT_S):
+        pass  # the workers write worker<i>.json
+    return out, [json.loads((out / f"worker{index}.json").read_text()) for index in range(2)]
 
 
 def test_roles(cluster):

@@ -10,14 +10,13 @@ import glob
 import json
 import os
 import re
-import socket
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 from keras import ops
 
+from tests.testing import loopback_workers
 from tests.training.train_worker import shared_cache_dir, tiny_config
 from tflm.model_dir import load_model_dir
 from tflm.training import prepare, train
@@ -32,12 +31,6 @@ OVERRIDES = {"data__seq_len": 16, "train__steps": STEPS, "train__eval_every": 5,
              "train__checkpoint_every": 5, "train__sample_every": 0}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _weights(model_dir):
     model, _, _ = load_model_dir(model_dir)
     return [ops.convert_to_numpy(w) for w in model.weights]
@@ -50,31 +43,16 @@ def runs(tmp_path_factory):
     config = tiny_config(shared_cache_dir(tmp_path_factory), **OVERRIDES)
     prepare(config)  # tokenizer and token caches once, before the workers read them
     workdir = str(root / "run")
-    addresses = [f"127.0.0.1:{_free_port()}" for _ in range(2)]
     pairs = [f"{k.replace('__', '.')}={v}" for k, v in OVERRIDES.items()]
-    procs, tmpdirs = [], []
-    for index in range(2):
-        tmpdirs.append(root / f"tmp{index}")
-        tmpdirs[-1].mkdir()
-        tf_config = {"cluster": {"worker": addresses},
-                     "task": {"type": "worker", "index": index}}
-        env = dict(os.environ, TF_CONFIG=json.dumps(tf_config), TMPDIR=str(tmpdirs[-1]),
-                   PYTHONPATH=ROOT, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
-        with open(root / f"worker{index}.log", "w") as log:
-            procs.append(subprocess.Popen(
-                [sys.executable, WORKER, workdir, config.data.cache_dir, *pairs],
-                env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
-    try:
+    tmpdirs = [root / f"tmp{index}" for index in range(2)]
+    for tmpdir in tmpdirs:
+        tmpdir.mkdir()
+    with loopback_workers(
+        lambda index: [sys.executable, WORKER, workdir, config.data.cache_dir, *pairs],
+        root, TIMEOUT_S, env=lambda index: {"TMPDIR": str(tmpdirs[index]), "PYTHONPATH": ROOT},
+        cwd=ROOT,
+    ) as procs:
         single = train(config, str(root / "single"))  # the reference, meanwhile
-        for proc in procs:
-            proc.wait(timeout=TIMEOUT_S)
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-    for index, proc in enumerate(procs):
-        log = (root / f"worker{index}.log").read_text()[-3000:]
-        assert proc.returncode == 0, f"worker {index} failed:\n{log}"
     (worker1_out,) = glob.glob(str(tmpdirs[1] / "tflm-worker-*"))
     with open(os.path.join(workdir, "summary.json")) as f:
         summary = json.load(f)
