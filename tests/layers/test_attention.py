@@ -52,18 +52,22 @@ def test_fully_masked_rows_are_finite():
 
 def _copy_into_keras_mha(layer, reference):
     """Copies our fused weights into a keras.layers.MultiHeadAttention."""
+    heads = (HEADS, HIDDEN // HEADS)
     if layer._cross:
-        q_kernel, q_bias = layer.query_dense.get_weights()
-        kv_kernel, kv_bias = layer.key_value_dense.get_weights()
-        kernels = [q_kernel, kv_kernel[:, 0], kv_kernel[:, 1]]
-        biases = [q_bias, kv_bias[0], kv_bias[1]]
+        q_kernel, q_bias = layer.query_dense.get_weights()  # (hidden, H*D), (H*D,)
+        kv_kernel, kv_bias = layer.key_value_dense.get_weights()  # (hidden, 2*H*D)
+        kv_kernel, kv_bias = kv_kernel.reshape(HIDDEN, 2, *heads), kv_bias.reshape(2, *heads)
+        kernels = [q_kernel.reshape(HIDDEN, *heads), kv_kernel[:, 0], kv_kernel[:, 1]]
+        biases = [q_bias.reshape(heads), kv_bias[0], kv_bias[1]]
     else:
-        kernel, bias = layer.qkv_dense.get_weights()  # (hidden, 3, H, D), (3, H, D)
+        kernel, bias = layer.qkv_dense.get_weights()  # (hidden, 3*H*D), (3*H*D,)
+        kernel, bias = kernel.reshape(HIDDEN, 3, *heads), bias.reshape(3, *heads)
         kernels, biases = [kernel[:, i] for i in range(3)], [bias[i] for i in range(3)]
     dense = [reference._query_dense, reference._key_dense, reference._value_dense]
     for d, k, b in zip(dense, kernels, biases):
         d.set_weights([k, b])
-    reference._output_dense.set_weights(layer.output_dense.get_weights())
+    kernel, bias = layer.output_dense.get_weights()  # (H*D, hidden)
+    reference._output_dense.set_weights([kernel.reshape(*heads, HIDDEN), bias])
 
 
 @pytest.mark.parametrize("causal", [False, True])

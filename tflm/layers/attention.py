@@ -38,7 +38,7 @@ class MultiHeadAttention(keras.layers.Layer):
     """Multi-head scaled dot-product attention.
 
     Self-attention (no `key_value`) uses one fused projection to queries, keys and values
-    (kernel (hidden, 3, heads, head_dim)); cross-attention (a `key_value` tensor at the
+    (kernel (hidden, 3 * heads * head_dim)); cross-attention (a `key_value` tensor at the
     first call) uses a query projection and a fused key/value projection. Softmax runs in
     float32 under mixed precision.
 
@@ -103,32 +103,24 @@ class MultiHeadAttention(keras.layers.Layer):
         heads, dim = self.num_heads, self.head_dim or hidden // self.num_heads
         self._dim = dim
         self._cross = key_value_shape is not None
-        bias = "khd" if self.use_bias else None
+        # Each projection is a Dense layer whose kernel is the 2-D matrix its matmul reads;
+        # heads are split and merged by reshaping activations. A kernel stored as
+        # (hidden, 3, H, D) is reshaped inside every decode step, and XLA:CPU fuses that
+        # reshape (with the layer norm before it) into a naive matrix-vector loop:
+        # batch-1 generation ran 1.4-1.5x slower (benchmarks/generate_latency.py).
         if self._cross:
             _check_rank("key_value", key_value_shape, 3)
-            self.query_dense = keras.layers.EinsumDense(
-                "btm,mhd->bthd", output_shape=(None, heads, dim),
-                bias_axes="hd" if self.use_bias else None,
-                name="query", dtype=self.dtype_policy,
-            )
-            self.query_dense.build(query_shape)
-            self.key_value_dense = keras.layers.EinsumDense(
-                "bsm,mkhd->bskhd", output_shape=(None, 2, heads, dim), bias_axes=bias,
-                name="key_value", dtype=self.dtype_policy,
-            )
-            self.key_value_dense.build(key_value_shape)
+            self.query_dense = self._dense(heads * dim, "query", query_shape)  # (hidden, H*D)
+            self.key_value_dense = self._dense(
+                2 * heads * dim, "key_value", key_value_shape
+            )  # (kv hidden, 2*H*D): keys, then values
         else:
-            self.qkv_dense = keras.layers.EinsumDense(
-                "btm,mkhd->btkhd", output_shape=(None, 3, heads, dim), bias_axes=bias,
-                name="qkv", dtype=self.dtype_policy,
-            )
-            self.qkv_dense.build(query_shape)
-        self.output_dense = keras.layers.EinsumDense(
-            "bthd,hdm->btm", output_shape=(None, hidden),
-            bias_axes="m" if self.use_bias else None,
-            name="output", dtype=self.dtype_policy,
-        )
-        self.output_dense.build((query_shape[0], query_shape[1], heads, dim))
+            self.qkv_dense = self._dense(
+                3 * heads * dim, "qkv", query_shape
+            )  # (hidden, 3*H*D): queries, keys, values
+        self.output_dense = self._dense(
+            hidden, "output", (*query_shape[:-1], heads * dim)
+        )  # (H*D, hidden)
         self.attention_dropout = keras.layers.Dropout(
             self.dropout, name="attention_dropout", dtype=self.dtype_policy
         )
@@ -140,6 +132,14 @@ class MultiHeadAttention(keras.layers.Layer):
                 self.rotary_max_wavelength, name="rotary", dtype=self.dtype_policy
             )
         self.built = True
+
+    def _dense(self, units, name, input_shape):
+        """A built Dense projection to `units` features."""
+        layer = keras.layers.Dense(
+            units, use_bias=self.use_bias, name=name, dtype=self.dtype_policy
+        )
+        layer.build(input_shape)
+        return layer
 
     def call(
         self,
@@ -160,11 +160,11 @@ class MultiHeadAttention(keras.layers.Layer):
         seq = ops.shape(query)[1]
         start = 0 if cache_index is None else ops.cast(cache_index, "int32")
         if self._cross:
-            q = self.query_dense(query)  # (B, T, H, D)
-            kv = self.key_value_dense(key_value)  # (B, Tk, 2, H, D)
+            q = self._split(self.query_dense(query))  # (B, T, H, D)
+            kv = self._split(self.key_value_dense(key_value), 2)  # (B, Tk, 2, H, D)
             k, v = ops.unstack(kv, axis=2)  # (B, Tk, H, D)
         else:
-            qkv = self.qkv_dense(query)  # (B, T, 3, H, D)
+            qkv = self._split(self.qkv_dense(query), 3)  # (B, T, 3, H, D)
             # unstack, not three slices: its gradient is one stack, where a slice's
             # gradient pads a zero tensor of the full (B, T, 3, H, D) size each.
             q, k, v = ops.unstack(qkv, axis=2)  # (B, T, H, D)
@@ -198,8 +198,13 @@ class MultiHeadAttention(keras.layers.Layer):
         else:
             k, v = ops.cast(k, q.dtype), ops.cast(v, q.dtype)
             output = explicit_attention(q, k, v, mask, dropout)  # (B, T, H, D)
+        output = ops.reshape(output, (*ops.shape(output)[:-2], self.num_heads * self._dim))
         output = self.output_dropout(self.output_dense(output), training=training)
         return output if cache is None else (output, cache)
+
+    def _split(self, x, *groups):
+        """(..., groups * H * D) projections -> (..., *groups, H, D)."""
+        return ops.reshape(x, (*ops.shape(x)[:-1], *groups, self.num_heads, self._dim))
 
     def _check_call(
         self, query, key_value, padding_mask, cache, cache_index, cache_mask, cache_layer
