@@ -2,7 +2,7 @@
 
 Both workers (``train_worker.py`` with ``TF_CONFIG``, on 127.0.0.1) run the same command
 with the same ``workdir``, as every machine of a real cluster does. Worker 0 is the chief;
-each worker's ``TMPDIR`` is its own, so the test can find where the non-chief wrote.
+each worker's ``TMPDIR`` is its own, so the test can see what the non-chief leaves there.
 A single-process run of the same config (same global batch) is the reference.
 """
 
@@ -12,6 +12,7 @@ import os
 import re
 import sys
 
+import h5py
 import numpy as np
 import pytest
 from keras import ops
@@ -53,10 +54,9 @@ def runs(tmp_path_factory):
         cwd=ROOT,
     ) as procs:
         single = train(config, str(root / "single"))  # the reference, meanwhile
-    (worker1_out,) = glob.glob(str(tmpdirs[1] / "tflm-worker-*"))
     with open(os.path.join(workdir, "summary.json")) as f:
         summary = json.load(f)
-    return {"workdir": workdir, "worker1_out": worker1_out, "summary": summary,
+    return {"workdir": workdir, "worker1_tmp": os.listdir(tmpdirs[1]), "summary": summary,
             "single": single, "single_dir": str(root / "single"),
             "pids": [proc.pid for proc in procs]}
 
@@ -69,12 +69,25 @@ def test_trains_on_two_replicas(runs):
     assert np.isfinite(summary["train_loss"])
 
 
+def _h5_arrays(path):
+    """{dataset path: array} of an .h5 file."""
+    arrays = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: arrays.update(
+            {name: obj[()]} if isinstance(obj, h5py.Dataset) else {}))
+    return arrays
+
+
 def test_both_workers_end_with_identical_weights(runs):
-    chief = _weights(os.path.join(runs["workdir"], "model"))
-    other = _weights(os.path.join(runs["worker1_out"], "model"))
-    assert len(chief) == len(other) > 0
-    for a, b in zip(chief, other):
-        np.testing.assert_array_equal(a, b)
+    """Each worker's last backup (weights and optimizer state, written at the final
+    step) is the same, array for array."""
+    backups = os.path.join(runs["workdir"], "checkpoints")
+    chief = _h5_arrays(os.path.join(backups, "backup", "latest.weights.h5"))
+    other = _h5_arrays(os.path.join(backups, "backup.worker1", "latest.weights.h5"))
+    assert chief.keys() == other.keys() and len(chief) > 0
+    for name in chief:
+        np.testing.assert_array_equal(chief[name], other[name], err_msg=name)
+    assert STEPS in [int(v) for v in chief.values() if np.ndim(v) == 0]  # the step counter
 
 
 def test_only_the_chief_writes_the_run_dir(runs):
@@ -93,8 +106,9 @@ def test_only_the_chief_writes_the_run_dir(runs):
     events = glob.glob(os.path.join(workdir, "logs", "**", "events.*"), recursive=True)
     pids = {int(re.search(r"\.(\d+)\.\d+\.v2$", path).group(1)) for path in events}
     assert pids == {runs["pids"][0]}
-    # The non-chief's logs, checkpoints and model went to its temporary directory.
-    assert {"checkpoints", "logs", "model"} <= set(os.listdir(runs["worker1_out"]))
+    # The non-chief's logs, checkpoints and model went to a temporary directory, deleted
+    # when it finished.
+    assert runs["worker1_tmp"] == []
 
 
 def test_matches_a_single_process_run_of_the_same_global_batch(runs):

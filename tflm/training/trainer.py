@@ -18,7 +18,8 @@ An objective is a pair of pipeline functions (``OBJECTIVES``) and a task model
 Run directory: ``config.json``, ``checkpoints/`` (``backup/`` for resume and
 ``ckpt-<step>.weights.h5``), ``logs/``, ``model/``, ``summary.json``. Under
 MultiWorkerMirroredStrategy only the chief writes there; other workers write to a
-temporary directory (and their own backup directory).
+temporary directory, deleted when ``train`` returns or fails (and to their own backup
+directory, kept for resuming).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -146,6 +148,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         summary = _train(config, workdir, out, strategy, data, precision)
     finally:
         keras.config.set_dtype_policy(previous_policy)
+        if not chief:  # its copies of the chief's outputs (saves are collective)
+            shutil.rmtree(out, ignore_errors=True)
     if chief:
         _write_json(summary_path, summary)
     return summary
