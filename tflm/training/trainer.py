@@ -134,9 +134,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
             return json.load(f)
     strategy = make_strategy(config.train)  # first TF op (MultiWorkerMirrored needs it)
     chief = is_chief(strategy)
-    out = workdir if chief else tempfile.mkdtemp(prefix="tflm-worker-")
-    os.makedirs(out, exist_ok=True)
     if chief:  # renamed into place: other workers check the same file (shared workdir)
+        os.makedirs(workdir, exist_ok=True)
         config_path = os.path.join(workdir, CONFIG_FILE)
         config_lib.save_config(config, f"{config_path}.tmp")
         os.replace(f"{config_path}.tmp", config_path)
@@ -144,6 +143,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     precision = resolve_precision(config.train, strategy)
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(precision)
+    out = workdir if chief else tempfile.mkdtemp(prefix="tflm-worker-")
     try:
         summary = _train(config, workdir, out, strategy, data, precision)
     finally:
