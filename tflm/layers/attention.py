@@ -107,7 +107,7 @@ class MultiHeadAttention(keras.layers.Layer):
         # heads are split and merged by reshaping activations. A kernel stored as
         # (hidden, 3, H, D) is reshaped inside every decode step, and XLA:CPU fuses that
         # reshape (with the layer norm before it) into a naive matrix-vector loop:
-        # batch-1 generation ran 1.4-1.5x slower (benchmarks/generate_latency.py).
+        # batch-1 generation ran 1.4-1.5x slower (same-process A/B of the two layouts).
         if self._cross:
             _check_rank("key_value", key_value_shape, 3)
             self.query_dense = self._dense(heads * dim, "query", query_shape)  # (hidden, H*D)
