@@ -8,6 +8,11 @@ XLA while loop). Timings are interleaved in one process, medians of --reps runs 
 warm-up. Reported:
 
 - new tokens/s at batch 1 and batch 8 (targets: tflm >= 3x and >= 2x keras-hub);
+- the matmul floor at batch 1 and 8: an XLA while loop of only the model's matrix
+  products (the same float32 weights: per layer hidden x 3*hidden, hidden x hidden,
+  hidden x FFN, FFN x hidden, then the tied (vocab, hidden) table), no norms, attention
+  or sampling; its tokens/s over keras-hub's bounds what any float32 XLA decoder of this
+  shape can reach here;
 - first-token latency (a 1-new-token request, batch 1, milliseconds);
 - peak memory at batch 8: the RSS high-water mark above the RSS before the call (MiB,
   sampled every millisecond by a thread), measured in a fresh subprocess per library so
@@ -81,6 +86,33 @@ def keras_hub_runner(batch, new_tokens):
     return run
 
 
+def matmul_floor_runner(batch, new_tokens):
+    """`new_tokens` decode steps of only the gpt_mini-shaped float32 matmuls (XLA loop)."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    hidden, ffn = SHAPE["hidden_dim"], SHAPE["intermediate_dim"]
+
+    def weight(*shape):
+        return tf.constant(rng.normal(0, 0.02, shape).astype("float32"))
+
+    layers = [(weight(hidden, 3 * hidden), weight(hidden, hidden), weight(hidden, ffn),
+               weight(ffn, hidden)) for _ in range(SHAPE["num_layers"])]
+    table = weight(SHAPE["vocabulary_size"], hidden)
+
+    def step(i, x, out):
+        for qkv, proj, up, down in layers:
+            x = x + (x @ qkv)[:, :hidden] @ proj
+            x = x + tf.nn.relu(x @ up) @ down
+        logits = tf.matmul(x, table, transpose_b=True)  # (B, V), as the tied LM head
+        return i + 1, x, out + tf.reduce_max(logits)
+
+    loop = tf.function(jit_compile=True)(lambda x: tf.while_loop(
+        lambda i, x, out: i < new_tokens, step, (0, x, tf.zeros(())))[-1])
+    x = tf.ones((batch, hidden))
+    return lambda: loop(x).numpy()
+
+
 def _rss_mib():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -146,11 +178,14 @@ def main():
         rows.append(row)
 
     for batch, target in ((1, 3.0), (8, 2.0)):
-        runners = {"keras_hub": keras_hub_runner(batch, NEW), "tflm": tflm_runner(batch, NEW)}
+        runners = {"keras_hub": keras_hub_runner(batch, NEW), "tflm": tflm_runner(batch, NEW),
+                   "floor": matmul_floor_runner(batch, NEW)}
         med = interleaved(runners, args.reps)
-        hub, ours = batch * NEW / med["keras_hub"], batch * NEW / med["tflm"]
+        hub, ours, floor = (batch * NEW / med[name] for name in ("keras_hub", "tflm", "floor"))
         report(f"generate_tokens_per_s_batch{batch}", hub, ours, "new tokens/s", ours / hub,
                target)
+        report(f"matmul_floor_tokens_per_s_batch{batch}", hub, floor, "new tokens/s",
+               floor / hub, None)
     memory = {name: memory_in_subprocess(name) for name in ("keras_hub", "tflm")}
     for i, when in enumerate(("first_call", "warm")):
         hub, ours = memory["keras_hub"][i], memory["tflm"][i]
