@@ -1,21 +1,26 @@
-"""bert_base: the BERT-base shape (12 layers, d 768, 12 heads, FFN 3072, seq 512)."""
+"""bert_base: the BERT-base shape (12 layers, d 768, 12 heads, FFN 3072, seq 512).
+
+Like ``bert_mini.py``: fails with a clear ConfigError until the masked-LM objective is
+registered (``causal_lm`` needs a causal backbone).
+"""
 
 from tflm.config import base_config
 
 
 def get_config():
     config = base_config()
-    config.model.vocabulary_size = 30522
-    config.model.num_layers = 12
-    config.model.hidden_dim = 768
-    config.model.num_heads = 12
-    config.model.intermediate_dim = 3072
-    config.model.max_sequence_length = 512
-    config.model.dropout = 0.1
-    config.model.causal = False
-    config.model.norm_first = False
-    config.model.activation = "gelu"
-    config.model.layer_norm_epsilon = 1e-12
+    config.model.backbone.vocabulary_size = 30522
+    config.model.backbone.num_layers = 12
+    config.model.backbone.hidden_dim = 768
+    config.model.backbone.num_heads = 12
+    config.model.backbone.intermediate_dim = 3072
+    config.model.backbone.max_sequence_length = 512
+    config.model.backbone.dropout = 0.1
+    config.model.backbone.causal = False
+    config.model.backbone.norm_first = False
+    config.model.backbone.activation = "gelu"
+    config.model.backbone.layer_norm_epsilon = 1e-12
+    config.model.backbone.num_segments = 2
     config.data.corpus = "wikitext-103-raw"
     config.data.download = True
     config.data.tokenizer = "wordpiece"

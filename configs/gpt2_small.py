@@ -8,13 +8,13 @@ from tflm.config import base_config
 
 def get_config():
     config = base_config()
-    config.model.vocabulary_size = 50257
-    config.model.num_layers = 12
-    config.model.hidden_dim = 768
-    config.model.num_heads = 12
-    config.model.intermediate_dim = 3072
-    config.model.max_sequence_length = 1024
-    config.model.dropout = 0.1
+    config.model.backbone.vocabulary_size = 50257
+    config.model.backbone.num_layers = 12
+    config.model.backbone.hidden_dim = 768
+    config.model.backbone.num_heads = 12
+    config.model.backbone.intermediate_dim = 3072
+    config.model.backbone.max_sequence_length = 1024
+    config.model.backbone.dropout = 0.1
     config.data.corpus = "wikitext-103-raw"
     config.data.download = True
     config.data.tokenizer = "bpe"

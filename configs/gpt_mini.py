@@ -9,12 +9,12 @@ from tflm.config import base_config
 
 def get_config():
     config = base_config()
-    config.model.vocabulary_size = 8192
-    config.model.num_layers = 4
-    config.model.hidden_dim = 256
-    config.model.num_heads = 4
-    config.model.intermediate_dim = 1024
-    config.model.max_sequence_length = 128
+    config.model.backbone.vocabulary_size = 8192
+    config.model.backbone.num_layers = 4
+    config.model.backbone.hidden_dim = 256
+    config.model.backbone.num_heads = 4
+    config.model.backbone.intermediate_dim = 1024
+    config.model.backbone.max_sequence_length = 128
     config.model.tie_embeddings = True
     config.data.corpus = "builtin"
     config.data.tokenizer = "bpe"

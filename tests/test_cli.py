@@ -27,6 +27,22 @@ def test_unknown_subcommand_exits_non_zero_with_usage():
     assert "unknown command 'trian'" in result.stderr
 
 
+def test_flat_model_override_names_the_nested_key(tmp_path):
+    result = run_cli("train", "--config=configs/gpt_mini.py", f"--workdir={tmp_path}",
+                     "--config.model.num_layers=2")
+    assert result.returncode == 1
+    assert "It is 'model.backbone.num_layers' now" in result.stderr
+    assert not (tmp_path / "config.json").exists()
+
+
+def test_verbose_shows_tensorflow_start_up_lines(tmp_path):
+    quiet = run_cli("evaluate", f"--model={tmp_path / 'none'}")
+    loud = run_cli("evaluate", f"--model={tmp_path / 'none'}", "--verbose")
+    assert quiet.returncode == loud.returncode == 1
+    assert "does not exist" in quiet.stderr and "does not exist" in loud.stderr
+    assert len(loud.stderr.splitlines()) > len(quiet.stderr.splitlines()) == 1
+
+
 def test_config_override_typo_names_the_key_and_valid_keys(tmp_path):
     result = run_cli("train", "--config=configs/gpt_mini.py", f"--workdir={tmp_path}",
                      "--config.train.stpes=3")
@@ -66,26 +82,34 @@ def test_tokenizer_command_trains_saves_and_encodes(tmp_path):
 def test_train_evaluate_generate_through_the_command(tmp_path):
     """The real commands on a tiny shrunk gpt_mini: train, then evaluate and generate."""
     workdir = tmp_path / "run"
-    shrink = ["--config.model.vocabulary_size=300", "--config.model.num_layers=1",
-              "--config.model.hidden_dim=32", "--config.model.num_heads=2",
-              "--config.model.intermediate_dim=64", "--config.model.max_sequence_length=32",
-              "--config.data.seq_len=16", f"--config.data.cache_dir={tmp_path / 'cache'}",
-              "--config.train.batch_size=4", "--config.train.steps=6",
-              "--config.train.warmup_steps=2", "--config.train.eval_every=3",
-              "--config.train.eval_steps=2", "--config.train.checkpoint_every=3",
-              "--config.train.sample_every=6", "--config.train.log_every=3"]
+    backbone = dict(vocabulary_size=300, num_layers=1, hidden_dim=32, num_heads=2,
+                    intermediate_dim=64, max_sequence_length=32)
+    shrink = [f"--config.model.backbone.{key}={value}" for key, value in backbone.items()]
+    shrink += ["--config.data.seq_len=16", f"--config.data.cache_dir={tmp_path / 'cache'}",
+               "--config.train.batch_size=4", "--config.train.steps=6",
+               "--config.train.warmup_steps=2", "--config.train.eval_every=3",
+               "--config.train.eval_steps=2", "--config.train.checkpoint_every=3",
+               "--config.train.sample_every=6", "--config.train.log_every=3"]
     result = run_cli("train", "--config=configs/gpt_mini.py", f"--workdir={workdir}",
                      *shrink, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout[result.stdout.index("{"):])
     assert summary["final_step"] == 6
     assert (workdir / "model" / "config.json").exists()
+    assert "perplexity" in result.stdout.splitlines()[0]  # the one-line report
 
     result = run_cli("evaluate", f"--model={workdir / 'model'}", "--batch_size=4",
                      timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads(result.stdout)
     assert 1.0 < metrics["perplexity"] < 300 * 3
+    # TensorFlow's C++ start-up lines are hidden by default.
+    assert "cudart_stub" not in result.stderr and "cpu_feature_guard" not in result.stderr
+
+    # The default max_new_tokens fits a 32-position model (64 would not).
+    result = run_cli("generate", f"--model={workdir / 'model'}", "--prompt=The",
+                     "--sampler=greedy", "--stream=false", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
 
     result = run_cli("generate", f"--model={workdir / 'model'}", "--prompt=The",
                      "--prompt=A function", "--max_new_tokens=5", "--sampler=greedy",

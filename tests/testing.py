@@ -69,23 +69,30 @@ def check_layer(layer, inputs: dict, call=None, tmp_path=None, fit=True):
     return eager
 
 
+def _numpy(outputs):
+    """A model's outputs (a tensor or a dict of them) as numpy."""
+    return keras.tree.map_structure(ops.convert_to_numpy, outputs)
+
+
 def check_model(model, x: dict, y=None, sample_weight=None, tmp_path=None, loss=None):
     """Config round trip, `.keras` save/load with identical outputs, one `fit` step.
 
     Args:
-        model: a built model taking the dict `x`.
+        model: a built model taking the dict `x` (its output a tensor or a dict).
         x: name -> numpy array inputs.
         y, sample_weight: labels and weights for the fit step (skipped when y is None).
         tmp_path: directory for the `.keras` file (save/load skipped when None).
         loss: the loss to compile with (default: the model's `default_loss()`).
     """
-    expected = ops.convert_to_numpy(model(x))
+    expected = _numpy(model(x))
     check_config_round_trip(model)
     if tmp_path is not None:
         path = os.path.join(str(tmp_path), f"{model.name}.keras")
         model.save(path)
         loaded = keras.saving.load_model(path)
-        np.testing.assert_allclose(ops.convert_to_numpy(loaded(x)), expected, rtol=1e-6, atol=1e-6)
+        keras.tree.map_structure(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6),
+            _numpy(loaded(x)), expected)
     if y is not None:
         model.compile(
             optimizer=keras.optimizers.SGD(0.1), loss=loss or model.default_loss(),

@@ -18,17 +18,18 @@ def load(path: str):
     """Loads a model directory (``config.json``, weights, ``tokenizer/``).
 
     Returns:
-        A ``tflm.generation.LanguageModel`` with ``generate()`` and ``score()``.
+        What the directory's objective is used through: a
+        ``tflm.generation.LanguageModel`` (``generate()``, ``score()``) for ``causal_lm``;
+        a ``tflm.model_dir.LoadedModel`` (model, tokenizer, config) for an objective
+        without an interface of its own.
 
     Raises:
         tflm.errors.ModelDirError: the directory is missing files.
         tflm.errors.TokenizerError: the tokenizer does not fit the model.
     """
-    from tflm.generation import LanguageModel
-    from tflm.model_dir import load_model_dir
+    from tflm.model_dir import load as load_model
 
-    model, tokenizer, config = load_model_dir(path)
-    return LanguageModel(model, tokenizer, config)
+    return load_model(path)
 
 
 def __getattr__(name):

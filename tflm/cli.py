@@ -8,11 +8,14 @@
 
 Each sub-command parses its absl flags and calls one library function; ``--config`` is an
 ``ml_collections`` config file whose fields are overridable as ``--config.train.steps=N``.
+TensorFlow's C++ start-up lines (CUDA not found, CPU features) are hidden unless
+``--verbose`` is given.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 
@@ -41,25 +44,59 @@ def _print_json(value) -> None:
     print(json.dumps(value, indent=2, sort_keys=True, default=str))
 
 
-def _check_config_overrides(argv: list[str]) -> None:
-    """Fails on ``--config.section.key=...`` overrides naming a key that does not exist."""
-    from tflm.config import base_config, suggest_keys
+def _config_file(argv: list[str]) -> str | None:
+    """The ``--config=PATH`` (or ``--config PATH``) of ``argv``, if any."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg[len("--config="):]
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
 
-    reference = base_config()
-    for arg in argv:
-        if not arg.startswith("--config."):
-            continue
-        path = arg[len("--config."):].split("=", 1)[0].split(".")
+
+def _check_config_overrides(argv: list[str]) -> None:
+    """Fails on ``--config.section.key=...`` overrides naming a key that does not exist
+    in the ``--config`` file (whose objective decides the model section's keys)."""
+    overrides = [arg for arg in argv if arg.startswith("--config.")]
+    if not overrides:
+        return
+    from tflm.config import base_config, run_config_file, unknown_key_error
+
+    path = _config_file(argv)
+    reference = run_config_file(path) if path else base_config()
+    for arg in overrides:
+        keys = arg[len("--config."):].split("=", 1)[0].split(".")
         node = reference
-        for depth, key in enumerate(path):
+        for depth, key in enumerate(keys):
             if not hasattr(node, "keys") or key not in node:
-                valid = node.keys() if hasattr(node, "keys") else []
-                where = ".".join(path[:depth]) or "the config"
-                raise ConfigError(
-                    f"Unknown config key '{'.'.join(path)}' in '{arg}': {where} has no "
-                    f"'{key}'.{suggest_keys(key, valid)}"
-                )
+                raise unknown_key_error(keys, depth, reference)
             node = node[key]
+
+
+def _quiet_tensorflow(verbose: bool) -> None:
+    """Imports TensorFlow without its C++ start-up lines unless ``verbose``.
+
+    Two of them (``cudart_stub``, written before absl logging starts) ignore
+    ``TF_CPP_MIN_LOG_LEVEL``, so the import runs with file descriptor 2 on /dev/null;
+    TF's later C++ logging is limited to fatal errors.
+    """
+    from absl import logging
+
+    if verbose:
+        logging.set_verbosity(logging.INFO)
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _define_config_flag() -> None:
@@ -94,14 +131,25 @@ def _train(argv) -> None:
     from tflm.training import train
 
     summary = train(_loaded_config(), FLAGS.workdir)
-    if summary.get("initial_validation_perplexity") is not None:
-        print(f"Validation perplexity: {summary['initial_validation_perplexity']:.1f} at "
-              f"step 0 -> {summary['validation_perplexity']:.1f} at step "
-              f"{summary['final_step']} (unigram baseline "
-              f"{summary['unigram_validation_perplexity']:.1f}); "
-              f"{summary['tokens_per_second']:.0f} tokens/s. Model: {summary['model_dir']}, "
-              f"TensorBoard: tensorboard --logdir={FLAGS.workdir}/logs")
+    print(_train_report(summary, FLAGS.workdir))
     _print_json(summary)
+
+
+def _train_report(summary: dict, workdir: str) -> str:
+    """One line: each validation metric at step 0 -> at the end, and where things are."""
+    changes = []
+    for key in sorted(summary):
+        if not key.startswith("validation_") or not isinstance(summary[key], float):
+            continue
+        initial = summary.get(f"initial_{key}")
+        start = f"{initial:.4g} at step 0 -> " if initial is not None else ""
+        changes.append(f"{key[len('validation_'):]} {start}{summary[key]:.4g}")
+    if summary.get("unigram_validation_perplexity") is not None:
+        unigram = summary["unigram_validation_perplexity"]
+        changes.append(f"unigram baseline perplexity {unigram:.4g}")
+    return (f"Validation after step {summary['final_step']}: {'; '.join(changes)}. "
+            f"{summary['tokens_per_second']:.0f} tokens/s. Model: {summary['model_dir']}, "
+            f"TensorBoard: tensorboard --logdir={workdir}/logs")
 
 
 def _evaluate_flags() -> None:
@@ -139,7 +187,8 @@ def _generate_flags() -> None:
     flags.DEFINE_string("model", None, "A model directory (e.g. runs/x/model).")
     flags.DEFINE_multi_string("prompt", [], "A prompt; repeat for several.")
     flags.DEFINE_string("prompts_file", None, "A UTF-8 file with one prompt per line.")
-    flags.DEFINE_integer("max_new_tokens", 64, "Tokens to generate per prompt.")
+    flags.DEFINE_integer("max_new_tokens", None, "Tokens to generate per prompt (default: "
+                         "64, or half the model's positions if it has fewer than 128).")
     flags.DEFINE_string("sampler", "top_p", "greedy|temperature|top_k|top_p|beam.")
     flags.DEFINE_float("temperature", 0.8, "Softmax temperature.")
     flags.DEFINE_integer("top_k", None, "Keep the k most likely tokens (top_k sampler).")
@@ -153,12 +202,19 @@ def _generate_flags() -> None:
 
 def _generate(argv) -> None:
     import tflm
+    from tflm.errors import GenerationError
 
     prompts = list(FLAGS.prompt)
     if FLAGS.prompts_file:
         prompts += _read_prompts(FLAGS.prompts_file)
     lm = tflm.load(FLAGS.model)
-    options = dict(max_new_tokens=FLAGS.max_new_tokens, sampler=FLAGS.sampler,
+    if not hasattr(lm, "generate"):
+        raise GenerationError(f"the model in {FLAGS.model} ({lm.config.train.objective}) does "
+                              "not generate text; use a causal LM model directory.")
+    max_new_tokens = FLAGS.max_new_tokens
+    if max_new_tokens is None:
+        max_new_tokens = min(64, lm.model.max_sequence_length // 2)
+    options = dict(max_new_tokens=max_new_tokens, sampler=FLAGS.sampler,
                    temperature=FLAGS.temperature, top_k=FLAGS.top_k, top_p=FLAGS.top_p,
                    num_beams=FLAGS.num_beams, seed=FLAGS.seed)
     stream = FLAGS.stream if FLAGS.stream is not None else (
@@ -253,8 +309,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     define, run = COMMANDS[name]
     define()
+    flags.DEFINE_bool("verbose", False, "Show TensorFlow's C++ start-up and info logs.")
 
     def run_and_report(args) -> None:
+        _quiet_tensorflow(FLAGS.verbose)
         try:
             run(args)
         except TflmError as e:

@@ -2,19 +2,25 @@
 
 A run is described by one ``ml_collections.ConfigDict`` with four sections:
 
-- ``model``: exactly the constructor arguments of the model class (``GPT(**config.model)``).
+- ``model``: the task's constructor arguments. ``model.backbone`` holds exactly
+  ``TransformerBackbone``'s arguments; the task's head arguments sit beside it, so the
+  task is ``Task(backbone=TransformerBackbone(**model.backbone), **head)``
+  (``tflm.model_dir.build_model``).
 - ``data``: corpus, tokenizer and input pipeline.
 - ``train``: objective, strategy, optimizer, schedule, checkpoints, monitoring.
 - ``export``: SavedModel / TFLite export options.
 
-``configs/*.py`` files start from :func:`base_config` and override what differs. The
-result is locked: reading or writing a misspelled key fails, naming the valid keys.
+``configs/*.py`` files start from :func:`base_config` (``base_config("causal_lm")``: the
+objective fixes the model section's head keys) and override what differs. The result is
+locked: reading or writing a misspelled key fails, naming the valid keys. Config files
+written before ``model.backbone`` existed (all model keys flat) are converted on read.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib.util
+import inspect
 import json
 import os
 from typing import Any
@@ -24,17 +30,18 @@ import ml_collections
 from tflm.errors import ConfigError
 
 SECTIONS = ("model", "data", "train", "export")
+DEFAULT_OBJECTIVE = "causal_lm"
 
-# Keys whose value must be one of a fixed set.
+# Keys whose value must be one of a fixed set (train.objective: the registry's names).
 CHOICES = {
-    "model.activation": ("gelu_approximate", "gelu"),
-    "model.position_embedding": ("learned", "sinusoidal", "rotary"),
+    "model.backbone.activation": ("gelu_approximate", "gelu"),
+    "model.backbone.position_embedding": ("learned", "sinusoidal", "rotary"),
+    "model.backbone.pooling": ("auto", "first", "mean", "last"),
     "data.tokenizer": ("bpe", "wordpiece", "sentencepiece"),
     "data.corpus_format": ("auto", "text", "jsonl", "wikitext"),
     "data.document_split": ("blank_line", "file"),
     "data.invalid_utf8": ("replace", "strict"),
     "data.remainder": ("drop", "pad"),
-    "train.objective": ("causal_lm",),
     "train.strategy": ("auto", "default", "mirrored", "multi_worker", "tpu"),
     "train.lr_decay": ("cosine", "linear", "constant"),
     "train.precision": ("auto", "float32", "mixed_bfloat16", "mixed_float16"),
@@ -42,27 +49,39 @@ CHOICES = {
     "export.quantize": ("none", "float16", "dynamic_int8", "int8"),
 }
 
+# The backbone's shape arguments (no defaults in its constructor): gpt_mini's.
+BACKBONE_SHAPE = {
+    "vocabulary_size": 8192,
+    "num_layers": 4,
+    "hidden_dim": 256,
+    "num_heads": 4,
+    "intermediate_dim": 1024,
+    "max_sequence_length": 128,
+}
 
-def model_section() -> ml_collections.ConfigDict:
-    """The GPT model defaults: the ``gpt_mini`` shape."""
-    return ml_collections.ConfigDict(
-        {
-            "vocabulary_size": 8192,
-            "num_layers": 4,
-            "hidden_dim": 256,
-            "num_heads": 4,
-            "intermediate_dim": 1024,
-            "max_sequence_length": 128,
-            "dropout": 0.0,
-            "causal": True,
-            "norm_first": True,
-            "activation": "gelu_approximate",
-            "position_embedding": "learned",
-            "layer_norm_epsilon": 1e-5,
-            "use_bias": True,
-            "tie_embeddings": True,
-        }
-    )
+
+def backbone_section() -> ml_collections.ConfigDict:
+    """Every ``TransformerBackbone`` argument: gpt_mini's shape, the constructor's defaults."""
+    from tflm.models.backbone import TransformerBackbone
+
+    values = dict(BACKBONE_SHAPE)
+    for name, parameter in inspect.signature(TransformerBackbone.__init__).parameters.items():
+        if name not in ("self", "dtype") and parameter.default is not parameter.empty:
+            values[name] = parameter.default
+    return ml_collections.ConfigDict(values)
+
+
+def model_section(objective: str = DEFAULT_OBJECTIVE) -> ml_collections.ConfigDict:
+    """``{"backbone": backbone_section(), **the task's head arguments}`` of ``objective``.
+
+    Raises:
+        ConfigError: ``objective`` is not registered.
+    """
+    from tflm.models.tasks import get_objective
+
+    section = ml_collections.ConfigDict({"backbone": backbone_section()})
+    section.update(get_objective(objective).head_arguments())
+    return section
 
 
 def data_section() -> ml_collections.ConfigDict:
@@ -145,16 +164,22 @@ def export_section() -> ml_collections.ConfigDict:
     )
 
 
-def base_config() -> ml_collections.ConfigDict:
-    """All four sections with their defaults, unlocked, for a ``configs/*.py`` to edit."""
-    return ml_collections.ConfigDict(
+def base_config(objective: str = DEFAULT_OBJECTIVE) -> ml_collections.ConfigDict:
+    """All four sections with their defaults for ``objective``, unlocked, to edit.
+
+    Raises:
+        ConfigError: ``objective`` is not registered.
+    """
+    config = ml_collections.ConfigDict(
         {
-            "model": model_section(),
+            "model": model_section(objective),
             "data": data_section(),
             "train": train_section(),
             "export": export_section(),
         }
     )
+    config.train.objective = objective
+    return config
 
 
 def suggest_keys(key: str, valid) -> str:
@@ -164,13 +189,57 @@ def suggest_keys(key: str, valid) -> str:
     return f"{hint} Valid keys: {', '.join(sorted(valid))}."
 
 
+def _leaf_paths(node, prefix: str = ""):
+    """Dotted paths of every leaf key below ``node`` (a ConfigDict)."""
+    for key in node.keys():
+        path = f"{prefix}{key}"
+        if isinstance(node[key], ml_collections.ConfigDict):
+            yield from _leaf_paths(node[key], f"{path}.")
+        else:
+            yield path
+
+
+def unknown_key_error(path: list[str], depth: int, reference) -> ConfigError:
+    """The ConfigError for ``path[depth]``, unknown below ``path[:depth]`` of ``reference``.
+
+    Names the valid keys there, a close spelling, and the full path when the key exists
+    elsewhere (``model.num_layers`` -> ``model.backbone.num_layers``).
+    """
+    node = reference
+    for key in path[:depth]:
+        node = node[key]
+    valid = node.keys() if isinstance(node, ml_collections.ConfigDict) else []
+    key = path[depth]
+    elsewhere = [p for p in _leaf_paths(reference) if p.split(".")[-1] == key]
+    hint = f" It is '{elsewhere[0]}' now." if elsewhere else ""
+    where = ".".join(path[:depth])
+    return ConfigError(
+        f"Unknown config key '{'.'.join(path)}': config.{where} has no '{key}'.{hint}"
+        f"{suggest_keys(key, valid)}"
+    )
+
+
+def _get(config, path: str):
+    node = config
+    for key in path.split("."):
+        node = node[key]
+    return node
+
+
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Checks sections, keys and values against the defaults; returns the config locked.
+    """Checks sections, keys and values against the objective's defaults; returns the
+    config locked.
+
+    Besides keys and value ranges it checks that the objective can train this model and
+    tokenizer: the backbone's ``causal`` (``causal_lm`` needs a causal backbone) and the
+    special tokens of ``config.data.tokenizer`` (a ``tokenizer_dir`` is checked when it
+    is loaded, before any training).
 
     Raises:
         ConfigError: naming the key and the valid keys or values.
     """
-    reference = base_config()
+    from tflm.models.tasks import check_special_tokens, get_objective
+
     for section in config.keys():
         if section not in SECTIONS:
             raise ConfigError(
@@ -180,29 +249,31 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         if section not in config:
             raise ConfigError(f"The config has no '{section}' section; start from "
                               "tflm.config.base_config().")
-        valid = reference[section].keys()
-        for key in config[section].keys():
-            if key not in valid:
-                raise ConfigError(
-                    f"Unknown config key '{section}.{key}'.{suggest_keys(key, valid)}"
-                )
+    objective = get_objective(config.train.get("objective"))
+    reference = base_config(objective.name)
+    for section in SECTIONS:
+        _check_section(config[section], reference, section)
+    missing = [k for k in reference.model.backbone.keys() if k not in config.model.backbone]
+    if missing:
+        raise ConfigError(f"config.model.backbone has no {', '.join(missing)}; start from "
+                          "tflm.config.base_config().")
     for path, options in CHOICES.items():
-        section, key = path.split(".")
-        value = config[section].get(key)
+        value = _get(config, path)
         if value not in options:
             raise ConfigError(
                 f"config.{path} = {value!r} is not one of {', '.join(map(repr, options))}."
             )
-    m, d, t = config.model, config.data, config.train
-    if m.hidden_dim % m.num_heads:
+    b, d, t = config.model.backbone, config.data, config.train
+    if b.hidden_dim % b.num_heads:
         raise ConfigError(
-            f"config.model.hidden_dim ({m.hidden_dim}) must be divisible by "
-            f"config.model.num_heads ({m.num_heads})."
+            f"config.model.backbone.hidden_dim ({b.hidden_dim}) must be divisible by "
+            f"config.model.backbone.num_heads ({b.num_heads})."
         )
-    if d.seq_len > m.max_sequence_length:
+    if d.seq_len > b.max_sequence_length:
         raise ConfigError(
-            f"config.data.seq_len ({d.seq_len}) exceeds config.model.max_sequence_length "
-            f"({m.max_sequence_length}); lower seq_len or raise max_sequence_length."
+            f"config.data.seq_len ({d.seq_len}) exceeds config.model.backbone."
+            f"max_sequence_length ({b.max_sequence_length}); lower seq_len or raise "
+            "max_sequence_length."
         )
     for key in ("batch_size", "steps", "grad_accum_steps", "eval_every", "log_every",
                 "checkpoint_every"):
@@ -210,15 +281,44 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             raise ConfigError(f"config.train.{key} must be >= 1, got {t[key]}.")
     if not 0.0 < d.mask_rate < 1.0:
         raise ConfigError(f"config.data.mask_rate must be in (0, 1), got {d.mask_rate}.")
+    if objective.causal is not None and bool(b.causal) != objective.causal:
+        raise ConfigError(
+            f"objective {objective.name!r} ({objective.description}) needs "
+            f"config.model.backbone.causal={objective.causal}, but the config sets "
+            f"{b.causal}"
+            + (": every next-token label would be visible to a bidirectional model. "
+               "Set causal=True, or choose a masked-LM objective for a bidirectional "
+               "model." if objective.causal else ". Set causal=False.")
+        )
+    if not d.tokenizer_dir:
+        from tflm.text.base import tokenizer_class
+
+        check_special_tokens(objective, tokenizer_class(d.tokenizer).special_tokens,
+                             f"config.data.tokenizer={d.tokenizer!r}")
     config.lock()
     return config
 
 
-def load_config(path: str) -> ml_collections.ConfigDict:
-    """Runs ``get_config()`` of a ``configs/*.py`` file and validates the result.
+def _check_section(section, reference, name: str) -> None:
+    """Unknown keys of ``config.<name>`` (and its sub-sections) against ``reference``."""
+    valid = reference[name]
+    for key in section.keys():
+        if key not in valid:
+            raise unknown_key_error([name, key], 1, reference)
+        if isinstance(valid[key], ml_collections.ConfigDict):
+            if not isinstance(section[key], ml_collections.ConfigDict):
+                raise ConfigError(f"config.{name}.{key} must be a section with the keys "
+                                  f"{', '.join(sorted(valid[key].keys()))}.")
+            for sub in section[key].keys():
+                if sub not in valid[key]:
+                    raise unknown_key_error([name, key, sub], 2, reference)
+
+
+def run_config_file(path: str) -> ml_collections.ConfigDict:
+    """The ``get_config()`` of a ``configs/*.py`` file, not yet validated.
 
     Raises:
-        ConfigError: the file is missing, has no ``get_config`` or an invalid config.
+        ConfigError: the file is missing or has no ``get_config``.
     """
     if not os.path.isfile(path):
         raise ConfigError(f"Config file '{path}' does not exist; pass e.g. "
@@ -228,7 +328,16 @@ def load_config(path: str) -> ml_collections.ConfigDict:
     spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
         raise ConfigError(f"Config file '{path}' defines no get_config() function.")
-    return validate(module.get_config())
+    return module.get_config()
+
+
+def load_config(path: str) -> ml_collections.ConfigDict:
+    """Runs ``get_config()`` of a ``configs/*.py`` file and validates the result.
+
+    Raises:
+        ConfigError: the file is missing, has no ``get_config`` or an invalid config.
+    """
+    return validate(run_config_file(path))
 
 
 def _plain(value: Any) -> Any:
@@ -249,28 +358,50 @@ def config_to_json(config: ml_collections.ConfigDict) -> str:
     return json.dumps(config_to_dict(config), indent=2, sort_keys=True)
 
 
+def nest_flat_model(model: dict) -> dict:
+    """A model section written before ``model.backbone`` existed (the backbone's
+    arguments flat beside the head's) in the nested layout; others are returned as is."""
+    if "backbone" in model:
+        return model
+    backbone_keys = set(backbone_section().keys())
+    nested = {k: v for k, v in model.items() if k not in backbone_keys}
+    nested["backbone"] = {k: v for k, v in model.items() if k in backbone_keys}
+    return nested
+
+
 def config_from_dict(values: dict) -> ml_collections.ConfigDict:
     """Rebuilds a validated config from :func:`config_to_dict` output.
 
     Lists are turned back into tuples where the default is a tuple, so the result
-    equals the original config.
+    equals the original config. A flat model section (written before
+    ``model.backbone`` existed) is nested first; keys missing from ``values`` keep their
+    defaults.
     """
-    config = base_config()
+    values = dict(values)
+    if isinstance(values.get("model"), dict):
+        values["model"] = nest_flat_model(values["model"])
+    config = base_config(values.get("train", {}).get("objective", DEFAULT_OBJECTIVE))
     for section, entries in values.items():
         if section not in SECTIONS:
             raise ConfigError(
                 f"Unknown config section '{section}'.{suggest_keys(section, SECTIONS)}"
             )
-        for key, value in entries.items():
-            if key not in config[section]:
-                raise ConfigError(
-                    f"Unknown config key '{section}.{key}'."
-                    f"{suggest_keys(key, config[section].keys())}"
-                )
-            if isinstance(config[section][key], tuple) and isinstance(value, list):
-                value = tuple(value)
-            config[section][key] = value
+        _set_values(config, [section], entries)
     return validate(config)
+
+
+def _set_values(config, path: list[str], entries: dict) -> None:
+    """Writes ``entries`` into the section of ``config`` at ``path`` (recursively)."""
+    node = _get(config, ".".join(path))
+    for key, value in entries.items():
+        if key not in node:
+            raise unknown_key_error(path + [key], len(path), config)
+        if isinstance(node[key], ml_collections.ConfigDict):
+            _set_values(config, path + [key], value)
+            continue
+        if isinstance(node[key], tuple) and isinstance(value, list):
+            value = tuple(value)
+        node[key] = value
 
 
 def config_from_json(text: str) -> ml_collections.ConfigDict:

@@ -28,7 +28,7 @@ def cache_dir(tmp_path_factory):
 
 def shrunk_gpt_mini(cache_dir):
     config = load_config(CONFIG)
-    config.model.update(vocabulary_size=384, num_layers=2, hidden_dim=32, num_heads=2,
+    config.model.backbone.update(vocabulary_size=384, num_layers=2, hidden_dim=32, num_heads=2,
                         intermediate_dim=64, max_sequence_length=32)
     config.data.update(seq_len=32, cache_dir=cache_dir)
     config.train.update(batch_size=8, steps=STEPS, learning_rate=1e-2, warmup_steps=10,

@@ -1,4 +1,5 @@
-"""TransformerBackbone: causality, padding, cache decoding (incl. left padding), saving."""
+"""TransformerBackbone: causality, padding, cache decoding (incl. left padding), segments,
+pooling, saving."""
 
 import numpy as np
 import pytest
@@ -24,9 +25,9 @@ def _ids(seed=0, shape=(B, T)):
     return np.random.default_rng(seed).integers(1, VOCAB, size=shape).astype("int32")
 
 
-def _run(model, ids, mask=None):
+def _run(model, ids, mask=None, output="sequence_output", **inputs):
     mask = np.ones_like(ids) if mask is None else mask
-    return ops.convert_to_numpy(model({"token_ids": ids, "padding_mask": mask}))
+    return ops.convert_to_numpy(model({"token_ids": ids, "padding_mask": mask, **inputs})[output])
 
 
 @pytest.mark.parametrize("position_embedding", ["learned", "rotary"])
@@ -100,10 +101,71 @@ def test_left_padded_cache_decoding_equals_unpadded_run(position_embedding):
     np.testing.assert_allclose(out[:, pads:], _run(model, ids), atol=1e-5)
 
 
+def test_per_layer_caches_equal_the_whole_model_cache():
+    """The TFLite form (a list of 5-D caches) runs the same path as the 6-D cache."""
+    model = _backbone(position_embedding="rotary")
+    ids = _ids()
+    whole, cache = model.call_with_cache(ids[:, :5], model.init_cache(B, 12), 0)
+    caches = [model.init_cache(B, 12)[:, i] for i in range(model.num_layers)]
+    split, caches = model.call_with_cache(ids[:, :5], caches, 0)
+    np.testing.assert_allclose(ops.convert_to_numpy(split), ops.convert_to_numpy(whole), atol=1e-6)
+    for i, layer_cache in enumerate(caches):
+        np.testing.assert_allclose(ops.convert_to_numpy(layer_cache),
+                                   ops.convert_to_numpy(cache[:, i]), atol=1e-6)
+
+
+def test_segment_embeddings_change_outputs_and_default_to_segment_zero():
+    model = _backbone(causal=False, num_segments=2)
+    assert "segment_ids" in model.input
+    ids = _ids()
+    zeros, ones = np.zeros_like(ids), np.ones_like(ids)
+    base = _run(model, ids, segment_ids=zeros)
+    assert not np.allclose(_run(model, ids, segment_ids=ones), base)
+    np.testing.assert_allclose(_run(model, ids), base, atol=1e-6)  # missing = segment 0
+    # Without segments there is neither the input nor the weights.
+    plain = _backbone(causal=False)
+    assert "segment_ids" not in plain.input
+    assert not [w for w in plain.weights if "segment" in w.path]
+    assert len(model.weights) == len(plain.weights) + 1
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_pooled_output_is_first_mean_or_last_real_token(causal):
+    mask = np.ones((B, T), "int32")
+    mask[0, 5:] = 0  # right padding in row 0
+    ids = _ids()
+    reference = _backbone(causal=causal)
+    hidden = _run(reference, ids, mask)
+    expected = {
+        "first": hidden[:, 0],
+        "mean": np.stack([hidden[0, :5].mean(0), hidden[1].mean(0)]),
+        "last": np.stack([hidden[0, 4], hidden[1, -1]]),
+    }
+    for pooling, vector in expected.items():
+        model = _backbone(causal=causal, pooling=pooling)
+        model.set_weights(reference.get_weights())  # pooling has no weights of its own
+        pooled = _run(model, ids, mask, output="pooled_output")
+        np.testing.assert_allclose(pooled, vector, atol=1e-5, err_msg=pooling)
+    auto = _run(reference, ids, mask, output="pooled_output")
+    np.testing.assert_allclose(auto, expected["last" if causal else "first"], atol=1e-5)
+
+
+def test_last_token_pooling_finds_the_last_real_token_under_left_padding():
+    mask = np.ones((B, T), "int32")
+    mask[0, :3] = 0  # left padding (generation's layout)
+    model = _backbone(pooling="last")
+    ids = _ids()
+    pooled = _run(model, ids, mask, output="pooled_output")
+    np.testing.assert_allclose(pooled, _run(model, ids, mask)[:, -1], atol=1e-6)
+
+
 def test_config_round_trip_and_keras_save(tmp_path):
     model = _backbone(dropout=0.1, position_embedding="rotary", use_bias=False)
     check_model(model, {"token_ids": _ids(), "padding_mask": np.ones((B, T), "int32")},
                 tmp_path=tmp_path)
+    encoder = _backbone(causal=False, num_segments=2, pooling="mean")
+    check_model(encoder, {"token_ids": _ids(), "padding_mask": np.ones((B, T), "int32"),
+                          "segment_ids": np.zeros((B, T), "int32")}, tmp_path=tmp_path)
 
 
 def test_bad_config_and_inputs_raise_clear_errors():
@@ -111,6 +173,8 @@ def test_bad_config_and_inputs_raise_clear_errors():
         _backbone(num_heads=3)
     with pytest.raises(ConfigError, match="alibi"):
         _backbone(position_embedding="alibi")
+    with pytest.raises(ConfigError, match=r"pooling 'max' is not one of"):
+        _backbone(pooling="max")
     model = _backbone()
     with pytest.raises(ValueError, match="cache length 13 exceeds .* max_sequence_length 12"):
         model.init_cache(1, 13)

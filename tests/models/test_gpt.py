@@ -14,10 +14,13 @@ B, T, VOCAB = 2, 8, 40
 
 
 def _config(**overrides):
+    """`config.model` (nested: backbone arguments under "backbone"), with overrides of
+    either the backbone's or the head's keys."""
     config = model_section().to_dict()
-    config.update(vocabulary_size=VOCAB, num_layers=1, hidden_dim=16, num_heads=2,
-                  intermediate_dim=32, max_sequence_length=12)
-    config.update(overrides)
+    config["backbone"].update(vocabulary_size=VOCAB, num_layers=1, hidden_dim=16,
+                              num_heads=2, intermediate_dim=32, max_sequence_length=12)
+    for key, value in overrides.items():
+        (config if key in config else config["backbone"])[key] = value
     return config
 
 

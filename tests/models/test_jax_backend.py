@@ -20,8 +20,9 @@ SCRIPT = textwrap.dedent(
     assert keras.backend.backend() == "jax"
     # One rotary model: it covers the embedding, rotary, masks and the cache update.
     # Compiled with jax.jit: op-by-op eager JAX is slow on a small shared CPU.
-    model = GPT(vocabulary_size=30, num_layers=1, hidden_dim=16, num_heads=2,
-                intermediate_dim=32, max_sequence_length=10, position_embedding="rotary")
+    model = GPT(backbone=dict(vocabulary_size=30, num_layers=1, hidden_dim=16, num_heads=2,
+                              intermediate_dim=32, max_sequence_length=10,
+                              position_embedding="rotary"))
     ids = np.random.default_rng(0).integers(0, 30, size=(2, 7)).astype("int32")
     x = {"token_ids": ids, "padding_mask": np.ones_like(ids)}
     full = np.asarray(jax.jit(model.__call__)(x))

@@ -91,7 +91,7 @@ def test_check_vocabulary(tokenizer, tmp_path):
     tokenizer.save(str(tmp_path))
     message = (
         f"tokenizer in {tmp_path} has 500 tokens but the model expects 512; retrain the "
-        "tokenizer with --vocab_size=512 or set config.model.vocabulary_size=500"
+        "tokenizer with --vocab_size=512 or set config.model.backbone.vocabulary_size=500"
     )
     with pytest.raises(TokenizerError, match=message.replace("-", r"\-")):
         check_vocabulary(tokenizer, 512)

@@ -12,8 +12,8 @@ VOCAB, SEQ = 23, 6
 
 def _model():
     keras.utils.set_random_seed(0)
-    task = GPT(vocabulary_size=VOCAB, num_layers=1, hidden_dim=16, num_heads=2,
-               intermediate_dim=32, max_sequence_length=SEQ)
+    task = GPT(backbone=dict(vocabulary_size=VOCAB, num_layers=1, hidden_dim=16, num_heads=2,
+                             intermediate_dim=32, max_sequence_length=SEQ))
     model = TrainingModel(task)
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss=task.default_loss(),
                   weighted_metrics=task.default_metrics(), jit_compile=False)
@@ -72,8 +72,8 @@ def test_train_step_logs_grad_norm_and_perplexity_of_the_step():
 
 def test_without_perplexity_from_loss_the_compiled_metric_is_kept():
     keras.utils.set_random_seed(0)
-    task = GPT(vocabulary_size=VOCAB, num_layers=1, hidden_dim=16, num_heads=2,
-               intermediate_dim=32, max_sequence_length=SEQ)
+    task = GPT(backbone=dict(vocabulary_size=VOCAB, num_layers=1, hidden_dim=16, num_heads=2,
+                             intermediate_dim=32, max_sequence_length=SEQ))
     model = TrainingModel(task, perplexity_from_loss=False)
     model.compile(optimizer="sgd", loss=task.default_loss(),
                   weighted_metrics=task.default_metrics(), jit_compile=False)

@@ -25,7 +25,7 @@ def tiny_config(cache_dir, **overrides):
         **overrides: ``section__key=value``, e.g. ``train__steps=10``.
     """
     config = base_config()
-    config.model.update(vocabulary_size=384, num_layers=2, hidden_dim=32, num_heads=2,
+    config.model.backbone.update(vocabulary_size=384, num_layers=2, hidden_dim=32, num_heads=2,
                         intermediate_dim=64, max_sequence_length=32)
     config.data.update(seq_len=32, cache_dir=str(cache_dir))
     config.train.update(batch_size=4, steps=30, learning_rate=3e-3, warmup_steps=5,

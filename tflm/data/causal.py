@@ -105,3 +105,35 @@ def causal_lm_eval_dataset(
     lookup = _lookup(blocks, lengths)
     batches = tf.data.Dataset.range(len(blocks)).batch(batch_size)
     return step_stream.finish(batches, lookup)
+
+
+def causal_lm_pipeline(
+    caches,
+    tokenizer,
+    data_config,
+    batch_size: int,
+    *,
+    split: str = "train",
+    training: bool = True,
+    seed: int = 0,
+    start_step: int = 0,
+    input_context: tf.distribute.InputContext | None = None,
+) -> tf.data.Dataset:
+    """The `causal_lm` objective's pipeline adapter (see `tflm.models.tasks`).
+
+    Blocks of `data_config.seq_len + 1` tokens of `caches[split]`, documents joined with
+    the tokenizer's end-of-text; a last partial block per `data_config.remainder`, padded
+    with the tokenizer's pad id (its end-of-text where it has none). `training` gives
+    `causal_lm_dataset` from `start_step`, else `causal_lm_eval_dataset`.
+    """
+    pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id
+    if training:
+        return causal_lm_dataset(
+            caches[split], data_config.seq_len, batch_size, seed, start_step=start_step,
+            eos_id=tokenizer.eos_id, pad_id=pad_id, remainder=data_config.remainder,
+            input_context=input_context, split=split,
+        )
+    return causal_lm_eval_dataset(
+        caches[split], data_config.seq_len, batch_size, tokenizer.eos_id, pad_id=pad_id,
+        remainder=data_config.remainder, split=split,
+    )

@@ -1,9 +1,16 @@
 """tf.data pipelines per objective, each a deterministic function of (seed, step).
 
-One module per objective; this module is the single import point.
+One module per objective; this module is the single import point. An objective's
+*pipeline adapter* (``causal_lm_pipeline``; contract in ``tflm.models.tasks``) wraps its
+functions in the one signature the trainer and ``tflm evaluate`` call.
 """
 
-from tflm.data.causal import causal_lm_dataset, causal_lm_eval_dataset, num_blocks
+from tflm.data.causal import (
+    causal_lm_dataset,
+    causal_lm_eval_dataset,
+    causal_lm_pipeline,
+    num_blocks,
+)
 from tflm.data.classification import (
     build_labels,
     classification_dataset,
@@ -22,6 +29,7 @@ __all__ = [
     "build_labels",
     "causal_lm_dataset",
     "causal_lm_eval_dataset",
+    "causal_lm_pipeline",
     "classification_dataset",
     "classification_eval_dataset",
     "distributed_dataset",

@@ -35,11 +35,10 @@ def export_model(model_dir: str, out: str, format: str = "saved_model",
                  quantize: str = "none") -> dict:
     """Exports the model directory ``model_dir`` to ``out``; returns the report.
 
-    ``format="saved_model"`` writes ``out/<config.export.name>/<config.export.version>/``
-    (TF Serving layout, tokenizer in the graph); ``format="tflite"`` writes
-    ``out/model.tflite`` (+ ``out/model_<quantize>.tflite``) and ``out/tokenizer/``.
-    Both write ``out/report.json``: equality with the Keras model (and for TFLite ops,
-    sizes, latency, top-1 agreement and perplexity change of each variant).
+    The directory's objective exports it (its ``export`` hook in ``tflm.models.tasks``;
+    :func:`export_causal_lm` for ``causal_lm``). Every export writes ``out/report.json``:
+    equality with the Keras model and, for TFLite, ops, sizes, latency, top-1 agreement
+    and perplexity change of each variant.
 
     Args:
         model_dir: a directory written by ``tflm.model_dir.save_model_dir``.
@@ -48,10 +47,12 @@ def export_model(model_dir: str, out: str, format: str = "saved_model",
         quantize: ``"none" | "float16" | "dynamic_int8" | "int8"`` (TFLite only).
 
     Raises:
-        ExportError: bad format / quantize, or the export does not match the Keras model.
+        ExportError: bad format / quantize, an objective that cannot be exported, or an
+            export that does not match the Keras model.
         ModelDirError, TokenizerError: ``model_dir`` cannot be loaded.
     """
     from tflm.model_dir import load_model_dir
+    from tflm.models.tasks import get_objective
 
     if format not in FORMATS:
         raise ExportError(f"format={format!r} is not one of {FORMATS}")
@@ -61,6 +62,27 @@ def export_model(model_dir: str, out: str, format: str = "saved_model",
         raise ExportError("quantization applies to TFLite only; use --format=tflite "
                           f"--quantize={quantize}")
     model, tokenizer, config = load_model_dir(model_dir)
+    objective = get_objective(config.train.objective)
+    exporter = objective.resolve("export")
+    if exporter is None:
+        raise ExportError(f"models of objective {objective.name!r} cannot be exported yet "
+                          "(its registry entry has no export); nothing was written.")
+    return exporter(model, tokenizer, config, out, format=format, quantize=quantize)
+
+
+def export_causal_lm(model, tokenizer, config, out: str, format: str = "saved_model",
+                     quantize: str = "none") -> dict:
+    """The ``causal_lm`` objective's export hook (see :func:`export_model`).
+
+    ``format="saved_model"`` writes ``out/<config.export.name>/<config.export.version>/``
+    (TF Serving layout, tokenizer in the graph; ``generate``, ``score``, ``logits``
+    signatures); ``format="tflite"`` writes ``out/model.tflite`` (+
+    ``out/model_<quantize>.tflite``) and ``out/tokenizer/``.
+
+    Raises:
+        ExportError: int8 without a readable training corpus, or a SavedModel that does
+            not match the Keras model.
+    """
     try:
         train_texts, held_out = corpus_texts(config)
     except DataError as e:

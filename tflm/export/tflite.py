@@ -13,7 +13,8 @@ device generates token by token. Only
 so the file runs on the plain LiteRT runtime. Keras' ``slice_update`` (XLA
 ``DynamicUpdateSlice``) converts to the builtin ``DYNAMIC_UPDATE_SLICE``, and the GPT
 default activation (tanh GELU) to the builtin ``GELU``; the model's 6-D cache is split
-per layer (``signatures.call_with_layer_caches``) because TFLite kernels stop at 5-D.
+per layer (a list of caches given to ``call_with_cache``) because TFLite kernels stop
+at 5-D.
 
 Output directory::
 

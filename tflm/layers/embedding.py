@@ -103,7 +103,7 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
             raise ValueError(
                 f"sequence length {shape[1]} exceeds the model's max_sequence_length "
                 f"{self.max_sequence_length}; shorten the input or retrain with a larger "
-                "config.model.max_sequence_length."
+                "config.model.backbone.max_sequence_length."
             )
 
     def _check_hidden(self, shape):

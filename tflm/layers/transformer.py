@@ -55,7 +55,7 @@ class TransformerBlock(keras.layers.Layer):
         if activation not in ACTIVATIONS:
             raise ConfigError(
                 f"activation {activation!r} is not one of {ACTIVATIONS}; "
-                "set config.model.activation to one of them."
+                "set config.model.backbone.activation to one of them."
             )
         self.num_heads = num_heads
         self.intermediate_dim = intermediate_dim

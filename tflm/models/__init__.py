@@ -1,16 +1,29 @@
-"""Models: the Transformer backbone and the task models built on it."""
+"""Models: the Transformer backbone, the task models built on it, the objective registry."""
 
-from tflm.models.backbone import TransformerBackbone
+from tflm.models.backbone import TransformerBackbone, pool
 from tflm.models.flops import flops_per_token
 from tflm.models.gpt import GPT
 from tflm.models.losses import TokenCrossEntropy, token_cross_entropy
 from tflm.models.metrics import Perplexity
+from tflm.models.tasks import (
+    Objective,
+    get_objective,
+    objective_names,
+    register_objective,
+    unregister_objective,
+)
 
 __all__ = [
     "GPT",
+    "Objective",
     "Perplexity",
     "TokenCrossEntropy",
     "TransformerBackbone",
     "flops_per_token",
+    "get_objective",
+    "objective_names",
+    "pool",
+    "register_objective",
     "token_cross_entropy",
+    "unregister_objective",
 ]

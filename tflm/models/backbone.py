@@ -1,4 +1,9 @@
-"""TransformerBackbone: token ids and padding mask in, hidden states out (a functional model)."""
+"""TransformerBackbone: token ids in, hidden states and a pooled vector out (functional).
+
+One path embeds tokens and runs the blocks (:meth:`TransformerBackbone._forward`): the
+functional graph built in ``__init__`` and the KV-cache decode path
+(:meth:`TransformerBackbone.call_with_cache`) both go through it.
+"""
 
 import keras
 from keras import ops
@@ -7,15 +12,42 @@ from tflm.errors import ConfigError
 from tflm.layers import TokenAndPositionEmbedding, TransformerBlock
 
 POSITION_EMBEDDINGS = ("learned", "sinusoidal", "rotary")
+POOLINGS = ("auto", "first", "mean", "last")
+
+
+def pool(hidden, padding_mask, mode: str):
+    """One vector per sequence from hidden states.
+
+    Args:
+        hidden: (B, T, hidden) hidden states.
+        padding_mask: (B, T) int/bool, 1 = real token (left or right padding).
+        mode: "first" (the first position: BERT's [CLS]), "mean" (over real tokens) or
+            "last" (the last real token: what a causal model has read everything at).
+
+    Returns:
+        (B, hidden) in the dtype of `hidden`.
+    """
+    if mode == "first":
+        return hidden[:, 0, :]
+    mask = ops.cast(padding_mask, hidden.dtype)  # (B, T)
+    if mode == "mean":
+        total = ops.sum(hidden * mask[:, :, None], axis=1)  # (B, hidden)
+        count = ops.maximum(ops.sum(mask, axis=1, keepdims=True), 1)  # (B, 1)
+        return total / count
+    # "last": the highest position whose mask is 1 (position 0 for an all-pad row).
+    real = ops.cast(padding_mask, "int32")
+    weights = real * ops.cumsum(ops.ones_like(real), axis=1)  # position + 1 where real
+    last = ops.argmax(weights, axis=1)  # (B,)
+    return ops.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0, :]
 
 
 @keras.saving.register_keras_serializable(package="tflm")
 class TransformerBackbone(keras.Model):
-    """A stack of Transformer blocks over token + position embeddings.
+    """A stack of Transformer blocks over token (+ segment) + position embeddings.
 
     The graph is built functionally in `__init__` from `keras.Input`s, so the model is
-    built, summarisable and saveable right away. `call_with_cache` runs the same layers
-    one by one with a KV cache for incremental decoding.
+    built, summarisable and saveable right away. `call_with_cache` runs the same
+    `_forward` with a KV cache for incremental decoding.
 
     Args:
         vocabulary_size, num_layers, hidden_dim, num_heads, intermediate_dim,
@@ -28,13 +60,21 @@ class TransformerBackbone(keras.Model):
             positions rotate queries and keys in every attention layer).
         layer_norm_epsilon: epsilon of every layer norm.
         use_bias: biases in the projections.
+        num_segments: size of the segment (token type) embedding, e.g. 2 for BERT's
+            sentence pairs; 0 = no segment embedding and no `segment_ids` input.
+        pooling: how `pooled_output` is made (see `pool`): "first", "mean", "last", or
+            "auto" = "last" for a causal model, "first" for a bidirectional one.
         dtype: a dtype policy name such as "mixed_bfloat16" (default: the global policy).
 
-    Inputs: `{"token_ids": int32 (B, T), "padding_mask": int32/bool (B, T)}`.
-    Outputs: hidden states (B, T, hidden_dim) in the compute dtype.
+    Inputs: `{"token_ids": int32 (B, T), "padding_mask": int32/bool (B, T)}`, plus
+        `"segment_ids": int32 (B, T)` when `num_segments > 0`. A missing `padding_mask`
+        means all tokens are real, missing `segment_ids` mean segment 0.
+    Outputs: `{"sequence_output": (B, T, hidden_dim), "pooled_output": (B, hidden_dim)}`
+        in the compute dtype.
 
     Raises:
-        ConfigError: hidden_dim not divisible by num_heads, unknown position_embedding.
+        ConfigError: hidden_dim not divisible by num_heads, an unknown
+            position_embedding or pooling, a negative num_segments.
     """
 
     def __init__(
@@ -52,32 +92,35 @@ class TransformerBackbone(keras.Model):
         position_embedding: str = "learned",
         layer_norm_epsilon: float = 1e-5,
         use_bias: bool = True,
+        num_segments: int = 0,
+        pooling: str = "auto",
         dtype=None,
         **kwargs,
     ):
-        if hidden_dim % num_heads:
-            raise ConfigError(
-                f"config.model.hidden_dim ({hidden_dim}) must be divisible by "
-                f"config.model.num_heads ({num_heads})."
-            )
-        if position_embedding not in POSITION_EMBEDDINGS:
-            raise ConfigError(
-                f"config.model.position_embedding {position_embedding!r} is not one of "
-                f"{POSITION_EMBEDDINGS}."
-            )
+        _check_arguments(hidden_dim, num_heads, position_embedding, num_segments, pooling)
         rotary = position_embedding == "rotary"
-        embedding = TokenAndPositionEmbedding(
+        # === Layers (attributes before the functional graph, as keras-hub's backbones) ===
+        self.embedding = TokenAndPositionEmbedding(
             vocabulary_size, max_sequence_length, hidden_dim,
             position_embedding="none" if rotary else position_embedding,
             name="embedding", dtype=dtype,
         )
-        embedding_dropout = keras.layers.Dropout(dropout, name="embedding_dropout", dtype=dtype)
-        embedding_norm = None
+        self.segment_embedding = None
+        if num_segments:
+            self.segment_embedding = keras.layers.Embedding(
+                num_segments, hidden_dim,
+                embeddings_initializer=keras.initializers.RandomNormal(stddev=0.02),
+                name="segment_embedding", dtype=dtype,
+            )
+        self.embedding_dropout = keras.layers.Dropout(
+            dropout, name="embedding_dropout", dtype=dtype
+        )
+        self.embedding_norm = None
         if not norm_first:
-            embedding_norm = keras.layers.LayerNormalization(
+            self.embedding_norm = keras.layers.LayerNormalization(
                 epsilon=layer_norm_epsilon, name="embedding_norm", dtype=dtype
             )
-        blocks = [
+        self.blocks = [
             TransformerBlock(
                 num_heads, intermediate_dim, dropout=dropout, norm_first=norm_first,
                 activation=activation, layer_norm_epsilon=layer_norm_epsilon,
@@ -85,25 +128,30 @@ class TransformerBackbone(keras.Model):
             )
             for i in range(num_layers)
         ]
-        final_norm = None
+        self.final_norm = None
         if norm_first:
-            final_norm = keras.layers.LayerNormalization(
+            self.final_norm = keras.layers.LayerNormalization(
                 epsilon=layer_norm_epsilon, name="final_norm", dtype=dtype
             )
+        self.causal = causal
+        self.pooling = pooling
 
-        token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
-        padding_mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
-        x = embedding_dropout(embedding(token_ids))  # (B, T, hidden)
-        if embedding_norm is not None:
-            x = embedding_norm(x)
-        for block in blocks:
-            x = block(x, padding_mask=padding_mask, use_causal_mask=causal)
-        if final_norm is not None:
-            x = final_norm(x)
-        super().__init__(
-            inputs={"token_ids": token_ids, "padding_mask": padding_mask},
-            outputs=x, dtype=dtype, **kwargs,
-        )
+        # === Functional graph ===
+        inputs = {
+            "token_ids": keras.Input(shape=(None,), dtype="int32", name="token_ids"),
+            "padding_mask": keras.Input(shape=(None,), dtype="int32", name="padding_mask"),
+        }
+        if num_segments:
+            inputs["segment_ids"] = keras.Input(shape=(None,), dtype="int32", name="segment_ids")
+        x, _ = self._forward(
+            inputs["token_ids"], padding_mask=inputs["padding_mask"],
+            segment_ids=inputs.get("segment_ids"),
+        )  # (B, T, hidden)
+        outputs = {
+            "sequence_output": x,
+            "pooled_output": pool(x, inputs["padding_mask"], self.pooling_mode),
+        }
+        super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)
 
         self.vocabulary_size = vocabulary_size
         self.num_layers = num_layers
@@ -112,21 +160,76 @@ class TransformerBackbone(keras.Model):
         self.intermediate_dim = intermediate_dim
         self.max_sequence_length = max_sequence_length
         self.dropout = dropout
-        self.causal = causal
         self.norm_first = norm_first
         self.activation = activation
         self.position_embedding = position_embedding
         self.layer_norm_epsilon = layer_norm_epsilon
         self.use_bias = use_bias
-        self.embedding = embedding
-        self.embedding_dropout = embedding_dropout
-        self.embedding_norm = embedding_norm
-        self.blocks = blocks
-        self.final_norm = final_norm
+        self.num_segments = num_segments
 
-    def call(self, inputs, training=None, mask=None):
+    @property
+    def pooling_mode(self) -> str:
+        """`pooling` with "auto" resolved: "last" if causal, else "first"."""
+        if self.pooling != "auto":
+            return self.pooling
+        return "last" if self.causal else "first"
+
+    def _forward(self, token_ids, padding_mask=None, segment_ids=None, position_ids=None,
+                 cache=None, cache_index=None, cache_mask=None):
+        """Embeddings, then the blocks: the one forward path (graph and decoding).
+
+        Without `cache`: attention is masked by `padding_mask` (and causal if the model
+        is). With `cache` (decoding; `cache_mask` masks slots): either the whole model's
+        (B, L, 2, S, H, D) cache, updated in place, or a list of L per-layer
+        (B, 2, S, H, D) caches (TFLite, whose kernels stop at 5-D).
+
+        Returns:
+            `(hidden (B, T, hidden_dim), cache or None)`.
+        """
+        x = self.embedding(token_ids, position_ids=position_ids)  # (B, T, hidden)
+        if self.segment_embedding is not None:
+            if segment_ids is None:
+                segment_ids = ops.zeros_like(token_ids)
+            x = x + self.segment_embedding(segment_ids)
+        x = self.embedding_dropout(x)
+        if self.embedding_norm is not None:
+            x = self.embedding_norm(x)
+        per_layer = isinstance(cache, (list, tuple))
+        new_caches = []
+        for i, block in enumerate(self.blocks):
+            if cache is None:
+                x = block(x, padding_mask=padding_mask, use_causal_mask=self.causal,
+                          position_ids=position_ids)
+            elif per_layer:
+                x, layer_cache = block(x, cache=cache[i], cache_index=cache_index,
+                                       cache_mask=cache_mask, position_ids=position_ids)
+                new_caches.append(layer_cache)  # (B, 2, S, H, D)
+            else:
+                # Block i updates cache[:, i] in place (no per-layer slices to re-stack).
+                x, cache = block(x, cache=cache, cache_index=cache_index, cache_mask=cache_mask,
+                                 position_ids=position_ids, cache_layer=i)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        return x, (new_caches if per_layer else cache)
+
+    def __call__(self, inputs, *args, **kwargs):
+        # Defaults are filled before Keras matches the dict to the graph's inputs.
+        return super().__call__(self._complete_inputs(inputs), *args, **kwargs)
+
+    def _complete_inputs(self, inputs):
+        """`inputs` with a missing padding_mask (all real) and segment_ids (segment 0)
+        filled in, and segment_ids dropped when the model has no segment embedding."""
         _check_inputs(inputs)
-        return super().call(inputs, training=training, mask=mask)
+        # One kind of value (Keras refuses numpy arrays mixed with the filled-in tensors).
+        inputs = {k: v if isinstance(v, keras.KerasTensor) or v is None
+                  else ops.convert_to_tensor(v) for k, v in inputs.items()}
+        if inputs.get("padding_mask") is None:
+            inputs["padding_mask"] = ops.ones_like(inputs["token_ids"])
+        if self.num_segments and inputs.get("segment_ids") is None:
+            inputs["segment_ids"] = ops.zeros_like(inputs["token_ids"])
+        if not self.num_segments:
+            inputs.pop("segment_ids", None)
+        return inputs
 
     def init_cache(self, batch: int, length: int):
         """Zeros (batch, num_layers, 2, length, num_heads, head_dim) in the compute dtype.
@@ -138,7 +241,7 @@ class TransformerBackbone(keras.Model):
             raise ValueError(
                 f"cache length {length} exceeds the model's max_sequence_length "
                 f"{self.max_sequence_length}; shorten the prompt plus new tokens or retrain "
-                "with a larger config.model.max_sequence_length."
+                "with a larger config.model.backbone.max_sequence_length."
             )
         head_dim = self.hidden_dim // self.num_heads
         shape = (batch, self.num_layers, 2, length, self.num_heads, head_dim)
@@ -151,31 +254,23 @@ class TransformerBackbone(keras.Model):
 
         Args:
             token_ids: (B, T) int, the tokens at slots [cache_index, cache_index + T).
-            cache: (B, num_layers, 2, S, H, D) from `init_cache` or a previous call.
+            cache: (B, num_layers, 2, S, H, D) from `init_cache` or a previous call, or a
+                list of num_layers (B, 2, S, H, D) per-layer caches.
             cache_index: int scalar, slot of the first new token.
             cache_mask: (B, S) bool/int, 1 = slot holds a real token (left padding).
             position_ids: (B, T) int positions; default cache_index + arange(T).
 
         Returns:
-            `(hidden, cache)`: hidden (B, T, hidden_dim) and the updated cache.
+            `(hidden, cache)`: hidden (B, T, hidden_dim) and the updated cache (of the
+            form it was given in).
         """
         _check_inputs({"token_ids": token_ids})
         if position_ids is None:
             seq = ops.shape(token_ids)[1]
             start = ops.cast(cache_index, "int32")
             position_ids = start + ops.arange(seq, dtype="int32")[None, :]  # (1, T)
-        x = self.embedding(token_ids, position_ids=position_ids)  # (B, T, hidden)
-        if self.embedding_norm is not None:
-            x = self.embedding_norm(x)
-        for i, block in enumerate(self.blocks):
-            # Block i updates cache[:, i] in place (no per-layer slices to re-stack).
-            x, cache = block(
-                x, cache=cache, cache_index=cache_index, cache_mask=cache_mask,
-                position_ids=position_ids, cache_layer=i,
-            )  # cache (B, L, 2, S, H, D)
-        if self.final_norm is not None:
-            x = self.final_norm(x)
-        return x, cache
+        return self._forward(token_ids, position_ids=position_ids, cache=cache,
+                             cache_index=cache_index, cache_mask=cache_mask)
 
     def get_config(self):
         return {
@@ -195,6 +290,8 @@ class TransformerBackbone(keras.Model):
             "position_embedding": self.position_embedding,
             "layer_norm_epsilon": self.layer_norm_epsilon,
             "use_bias": self.use_bias,
+            "num_segments": self.num_segments,
+            "pooling": self.pooling,
         }
 
     @classmethod
@@ -203,6 +300,28 @@ class TransformerBackbone(keras.Model):
         if isinstance(config.get("dtype"), dict):
             config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
         return cls(**config)
+
+
+def _check_arguments(hidden_dim, num_heads, position_embedding, num_segments, pooling):
+    """Raises ConfigError naming the config.model.backbone key that is wrong."""
+    if hidden_dim % num_heads:
+        raise ConfigError(
+            f"config.model.backbone.hidden_dim ({hidden_dim}) must be divisible by "
+            f"config.model.backbone.num_heads ({num_heads})."
+        )
+    if position_embedding not in POSITION_EMBEDDINGS:
+        raise ConfigError(
+            f"config.model.backbone.position_embedding {position_embedding!r} is not one of "
+            f"{POSITION_EMBEDDINGS}."
+        )
+    if pooling not in POOLINGS:
+        raise ConfigError(
+            f"config.model.backbone.pooling {pooling!r} is not one of {POOLINGS}."
+        )
+    if num_segments < 0:
+        raise ConfigError(
+            f"config.model.backbone.num_segments must be >= 0 (0 = none), got {num_segments}."
+        )
 
 
 def _check_inputs(inputs):
@@ -216,9 +335,10 @@ def _check_inputs(inputs):
     dtype = keras.backend.standardize_dtype(ids.dtype)
     if "int" not in dtype:
         raise ValueError(f"token ids must be an integer tensor; got dtype {dtype}. Pass int32 ids.")
-    mask = inputs.get("padding_mask")
-    if mask is not None and tuple(mask.shape) != tuple(ids.shape):
-        raise ValueError(
-            f"padding_mask shape {tuple(mask.shape)} does not match token_ids shape "
-            f"{tuple(ids.shape)}; pass one mask value per token."
-        )
+    for name in ("padding_mask", "segment_ids"):
+        value = inputs.get(name)
+        if value is not None and tuple(value.shape) != tuple(ids.shape):
+            raise ValueError(
+                f"{name} shape {tuple(value.shape)} does not match token_ids shape "
+                f"{tuple(ids.shape)}; pass one value per token."
+            )

@@ -1,22 +1,44 @@
 """GPT: a causal language model = TransformerBackbone + LM head (tied to the token table)."""
 
+from collections.abc import Mapping
+
 import keras
 from keras import ops
 
+from tflm.errors import ConfigError
 from tflm.models.backbone import TransformerBackbone
+from tflm.models.flops import flops_per_token
 from tflm.models.losses import TokenCrossEntropy
 from tflm.models.metrics import Perplexity
 
 
+def build_backbone(backbone, dtype=None) -> TransformerBackbone:
+    """`backbone` itself, or a `TransformerBackbone(**backbone)` built from its arguments
+    (a dict / ConfigDict such as `config.model.backbone`), named "backbone"."""
+    if isinstance(backbone, TransformerBackbone):
+        return backbone
+    if isinstance(backbone, Mapping) or hasattr(backbone, "to_dict"):
+        arguments = dict(backbone.to_dict() if hasattr(backbone, "to_dict") else backbone)
+        return TransformerBackbone(**arguments, name="backbone", dtype=dtype)
+    raise ConfigError(
+        f"backbone must be a TransformerBackbone or its constructor arguments "
+        f"(config.model.backbone); got {type(backbone).__name__}."
+    )
+
+
 @keras.saving.register_keras_serializable(package="tflm")
 class GPT(keras.Model):
-    """A decoder-only language model; the constructor takes exactly `config.model`.
+    """A decoder-only language model: the task of the `causal_lm` objective.
 
-    `GPT(**config.model)` builds the backbone (`self.backbone`) and an LM head: the
-    transposed token embedding when `tie_embeddings` (GPT-2), else a Dense layer.
-    Logits are float32 under mixed precision.
+    `GPT(backbone=TransformerBackbone(...), tie_embeddings=True)`, or `GPT(**config.model)`
+    (`config.model.backbone` holds the backbone's constructor arguments, the head's sit
+    beside it). The LM head is the transposed token embedding when `tie_embeddings`
+    (GPT-2), else a Dense layer. Logits are float32 under mixed precision.
 
-    Args: those of `TransformerBackbone`, plus `tie_embeddings`.
+    Args:
+        backbone: a causal `TransformerBackbone` (e.g. pre-trained, from
+            `tflm.model_dir.load_backbone`) or a dict of its arguments.
+        tie_embeddings: the LM head reuses the token table.
 
     Call args:
         inputs: `{"token_ids": int (B, T), "padding_mask": int/bool (B, T)}`
@@ -30,60 +52,44 @@ class GPT(keras.Model):
     `sample_weight` 1 on real labels; compile with `loss=default_loss()` and
     `weighted_metrics=default_metrics()` (as `weighted_metrics`: Keras gives plain
     `metrics` no sample weights, so padded labels would count).
+
+    Raises:
+        ConfigError: a bidirectional backbone (every next-token label would be visible).
     """
 
-    def __init__(
-        self,
-        vocabulary_size: int,
-        num_layers: int,
-        hidden_dim: int,
-        num_heads: int,
-        intermediate_dim: int,
-        max_sequence_length: int,
-        dropout: float = 0.0,
-        causal: bool = True,
-        norm_first: bool = True,
-        activation: str = "gelu_approximate",
-        position_embedding: str = "learned",
-        layer_norm_epsilon: float = 1e-5,
-        use_bias: bool = True,
-        tie_embeddings: bool = True,
-        **kwargs,
-    ):
+    # The compiled loss is the token-weighted mean cross-entropy: exp of its running
+    # mean is the perplexity (``tflm.training.TrainingModel`` logs it from the loss).
+    perplexity_from_loss = True
+
+    def __init__(self, backbone, tie_embeddings: bool = True, **kwargs):
         super().__init__(**kwargs)
-        self.vocabulary_size = vocabulary_size
-        self.num_layers = num_layers
-        self.hidden_dim = hidden_dim
-        self.num_heads = num_heads
-        self.intermediate_dim = intermediate_dim
-        self.max_sequence_length = max_sequence_length
-        self.dropout = dropout
-        self.causal = causal
-        self.norm_first = norm_first
-        self.activation = activation
-        self.position_embedding = position_embedding
-        self.layer_norm_epsilon = layer_norm_epsilon
-        self.use_bias = use_bias
+        self.backbone = build_backbone(backbone, dtype=self.dtype_policy)
+        if not self.backbone.causal:
+            raise ConfigError(
+                "GPT (objective 'causal_lm') predicts the next token and needs a causal "
+                "backbone: with config.model.backbone.causal=False every label is visible "
+                "to the model. Set causal=True, or train a bidirectional model with a "
+                "masked-LM objective."
+            )
         self.tie_embeddings = tie_embeddings
-        self.backbone = TransformerBackbone(
-            vocabulary_size, num_layers, hidden_dim, num_heads, intermediate_dim,
-            max_sequence_length, dropout=dropout, causal=causal, norm_first=norm_first,
-            activation=activation, position_embedding=position_embedding,
-            layer_norm_epsilon=layer_norm_epsilon, use_bias=use_bias,
-            name="backbone", dtype=self.dtype_policy,
-        )
         self.lm_head = None
         if not tie_embeddings:
             self.lm_head = keras.layers.Dense(
-                vocabulary_size, use_bias=False, name="lm_head", dtype=self.dtype_policy
+                self.vocabulary_size, use_bias=False, name="lm_head", dtype=self.dtype_policy
             )
-            self.lm_head.build((None, None, hidden_dim))
+            self.lm_head.build((None, None, self.backbone.hidden_dim))
         self.built = True
 
+    @property
+    def vocabulary_size(self) -> int:
+        return self.backbone.vocabulary_size
+
+    @property
+    def max_sequence_length(self) -> int:
+        return self.backbone.max_sequence_length
+
     def call(self, inputs, training=None):
-        if "padding_mask" not in inputs:
-            inputs = dict(inputs, padding_mask=ops.ones_like(inputs["token_ids"]))
-        hidden = self.backbone(inputs, training=training)  # (B, T, hidden)
+        hidden = self.backbone(inputs, training=training)["sequence_output"]  # (B, T, hidden)
         return self.logits(hidden)
 
     def logits(self, hidden):
@@ -109,6 +115,12 @@ class GPT(keras.Model):
         shape = tuple(inputs["token_ids"].shape) + (self.vocabulary_size,)
         return keras.KerasTensor(shape, dtype="float32")
 
+    def flops_per_token(self, seq_len: int) -> int:
+        """Training FLOPs per token at sequence length `seq_len` (for MFU)."""
+        b = self.backbone
+        return flops_per_token(b.num_layers, b.hidden_dim, b.intermediate_dim, seq_len,
+                               b.vocabulary_size)
+
     @staticmethod
     def default_loss():
         """Token cross-entropy averaged over the labels whose sample_weight is 1."""
@@ -126,20 +138,15 @@ class GPT(keras.Model):
         config = super().get_config()
         config.update(
             {
-                "vocabulary_size": self.vocabulary_size,
-                "num_layers": self.num_layers,
-                "hidden_dim": self.hidden_dim,
-                "num_heads": self.num_heads,
-                "intermediate_dim": self.intermediate_dim,
-                "max_sequence_length": self.max_sequence_length,
-                "dropout": self.dropout,
-                "causal": self.causal,
-                "norm_first": self.norm_first,
-                "activation": self.activation,
-                "position_embedding": self.position_embedding,
-                "layer_norm_epsilon": self.layer_norm_epsilon,
-                "use_bias": self.use_bias,
+                "backbone": keras.saving.serialize_keras_object(self.backbone),
                 "tie_embeddings": self.tie_embeddings,
             }
         )
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("backbone"), dict) and "class_name" in config["backbone"]:
+            config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)

@@ -256,5 +256,5 @@ def check_vocabulary(tokenizer: Tokenizer, vocabulary_size: int) -> None:
         raise TokenizerError(
             f"tokenizer in {where} has {n} tokens but the model expects "
             f"{vocabulary_size}; retrain the tokenizer with --vocab_size={vocabulary_size} "
-            f"or set config.model.vocabulary_size={n}"
+            f"or set config.model.backbone.vocabulary_size={n}"
         )

@@ -8,6 +8,7 @@ global step after batch ``b`` of epoch ``e`` is ``e * steps_per_epoch + b + 1``
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import math
 import os
@@ -20,6 +21,30 @@ from tflm.errors import TrainingError
 
 CHECKPOINT_PATTERN = "ckpt-{step:08d}.weights.h5"
 _CHECKPOINT_RE = re.compile(r"ckpt-(\d+)\.weights\.h5$")
+
+
+@dataclasses.dataclass
+class TrainContext:
+    """What an objective's ``callbacks`` hook gets from the trainer (``tflm.models.tasks``).
+
+    Attributes:
+        config: the run's validated config.
+        tokenizer: the run's tokenizer.
+        caches: split -> token cache of the run's corpus.
+        eval_dataset: the validation batches ``fit`` evaluates on.
+        log_dir: the TensorBoard directory (``<workdir>/logs``).
+        steps_per_epoch: Keras epoch length in steps (for :class:`StepCallback`).
+        fresh_start: True unless the run resumes from a backup (step-0 values are
+            written only then).
+    """
+
+    config: object
+    tokenizer: object
+    caches: dict
+    eval_dataset: object
+    log_dir: str
+    steps_per_epoch: int
+    fresh_start: bool
 
 
 class StepCallback(keras.callbacks.Callback):

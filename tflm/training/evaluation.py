@@ -1,8 +1,9 @@
-"""``evaluate(model_dir)``: perplexity of a model directory on a corpus split.
+"""``evaluate(model_dir)``: the task's loss and metrics on a corpus split.
 
 The ``tflm evaluate`` command: the model's own tokenizer encodes the split (token caches
-are kept under the model config's ``data.cache_dir``), and the objective's evaluation
-pipeline feeds ``Model.evaluate`` with the task's loss and metrics.
+are kept under the model config's ``data.cache_dir``), and the objective's pipeline
+adapter (``training=False``: finite, ordered, random choices fixed by
+``config.data.seed``) feeds ``Model.evaluate`` with the task's loss and metrics.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from tflm import config as config_lib
 from tflm.data import load_corpus
 from tflm.data.token_cache import build_token_cache
 from tflm.model_dir import load_model_dir
+from tflm.models.tasks import get_objective
 from tflm.training.prepare import cache_root
-from tflm.training.trainer import OBJECTIVES, padding_id
 
 
 def evaluate(model_dir: str, corpus: str | None = None, split: str = "validation",
              batch_size: int | None = None, max_batches: int | None = None) -> dict:
-    """Perplexity of a model directory on a corpus split (``tflm evaluate``).
+    """The loss and metrics of a model directory on a corpus split (``tflm evaluate``).
 
     Args:
         model_dir: a model directory (``<workdir>/model``).
@@ -31,8 +32,9 @@ def evaluate(model_dir: str, corpus: str | None = None, split: str = "validation
         max_batches: evaluate only the first batches (default all).
 
     Returns:
-        ``{"loss", "perplexity", "accuracy", "batches", "split", "corpus", "model_dir"}``
-        (JSON-serialisable); ``perplexity`` weighs every real token equally.
+        ``{"loss", <each of the task's metrics>, "batches", "split", "corpus",
+        "model_dir", "objective"}`` (JSON-serialisable); for ``causal_lm`` the metrics
+        are ``perplexity`` (every real token weighs the same) and ``accuracy``.
 
     Raises:
         ModelDirError, TokenizerError, DataError.
@@ -45,14 +47,13 @@ def evaluate(model_dir: str, corpus: str | None = None, split: str = "validation
     source = load_corpus(data_config)
     cache = build_token_cache(source, split, tokenizer,
                               os.path.join(cache_root(data_config), "tokens"))
-    pad_id = padding_id(tokenizer)
-    eval_fn = OBJECTIVES[config.train.objective][1]
-    dataset = eval_fn(cache, data_config.seq_len, batch_size or config.train.batch_size,
-                      tokenizer.eos_id, pad_id=pad_id, remainder=data_config.remainder,
-                      split=split)
+    pipeline = get_objective(config.train.objective).resolve("pipeline")
+    dataset = pipeline({split: cache}, tokenizer, data_config,
+                       batch_size or config.train.batch_size, split=split, training=False,
+                       seed=data_config.seed)
     if max_batches:
         dataset = dataset.take(max_batches)
-    # weighted: padded labels (weight 0) must not count in accuracy and perplexity
+    # weighted: padded labels (weight 0) must not count in the metrics
     model.compile(loss=model.default_loss(), weighted_metrics=model.default_metrics())
     results = model.evaluate(dataset, verbose=0, return_dict=True)
     return {
@@ -61,4 +62,5 @@ def evaluate(model_dir: str, corpus: str | None = None, split: str = "validation
         "split": split,
         "corpus": source.name,
         "model_dir": os.path.abspath(model_dir),
+        "objective": config.train.objective,
     }

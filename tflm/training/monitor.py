@@ -1,14 +1,18 @@
-"""TensorBoard extras keyed by global step: metrics, throughput, MFU and text samples.
+"""TensorBoard extras keyed by global step: metrics, throughput, MFU; the causal LM's hooks.
 
 Keras' own ``keras.callbacks.TensorBoard`` (also used by the trainer) writes
 ``epoch_*`` scalars keyed by epoch; :func:`write_model_graph` writes the model graph.
-``TrainingMonitor`` adds, every ``log_every`` steps, in ``<logs>/train``: ``loss``,
-``perplexity``, ``accuracy`` (Keras' running means since the epoch began), ``grad_norm``,
-``learning_rate``, ``tokens_per_second``, ``examples_per_second`` and ``mfu``; and after
-each validation, in ``<logs>/validation``: ``loss``, ``perplexity``, ``accuracy`` (plus
-the step-0 values and ``unigram_perplexity``, the bar to beat). ``TextSamples`` writes
-greedy continuations of the configured prompts as ``samples`` text to
-``<logs>/samples``.
+``TrainingMonitor`` (every objective) adds, every ``log_every`` steps, in
+``<logs>/train``: every number in the step logs (``loss``, ``grad_norm`` and the task's
+metrics, e.g. ``perplexity`` and ``accuracy``: Keras' running means since the epoch
+began), ``learning_rate``, ``tokens_per_second``, ``examples_per_second`` and ``mfu``;
+and after each validation, in ``<logs>/validation``: the validation loss and metrics
+(plus their step-0 values).
+
+The causal LM's objective hook :func:`causal_lm_callbacks` adds ``UnigramBaseline``
+(``unigram_perplexity`` at step 0 in ``<logs>/validation``, the bar to beat, and
+``unigram_validation_perplexity`` in the run summary) and ``TextSamples`` (greedy
+continuations of the configured prompts as ``samples`` text in ``<logs>/samples``).
 """
 
 from __future__ import annotations
@@ -16,21 +20,36 @@ from __future__ import annotations
 import os
 import time
 
+import keras
 import tensorflow as tf
 from absl import logging
 
 from tflm.generation import LanguageModel
+from tflm.training.baseline import unigram_perplexity
 from tflm.training.callbacks import StepCallback
 
-TRAIN_SCALARS = ("loss", "perplexity", "accuracy", "grad_norm")
-VALIDATION_SCALARS = ("loss", "perplexity", "accuracy")
+
+def _scalars(logs: dict, prefix: str = "") -> dict:
+    """The numbers among ``logs`` whose key starts with ``prefix`` (prefix removed)."""
+    values = {}
+    for key, value in logs.items():
+        if key.startswith(prefix) and (prefix or not key.startswith("val_")):
+            try:
+                values[key[len(prefix):]] = float(value)
+            except (TypeError, ValueError):
+                continue
+    return values
 
 
-def write_model_graph(log_dir: str, task, seq_len: int) -> None:
-    """Writes the graph of the task model's forward pass to TensorBoard's Graphs tab."""
-    spec = {"token_ids": tf.TensorSpec((None, seq_len), tf.int32),
-            "padding_mask": tf.TensorSpec((None, seq_len), tf.int32)}
-    graph = tf.function(lambda x: task(x, training=False)).get_concrete_function(spec).graph
+def write_model_graph(log_dir: str, task, input_spec) -> None:
+    """Writes the graph of the task model's forward pass to TensorBoard's Graphs tab.
+
+    Args:
+        input_spec: the model inputs' ``tf.TensorSpec`` structure (the first element of
+            the pipeline's ``element_spec``).
+    """
+    graph = tf.function(
+        lambda x: task(x, training=False)).get_concrete_function(input_spec).graph
     writer = tf.summary.create_file_writer(log_dir)
     with writer.as_default():
         tf.summary.graph(graph)
@@ -53,12 +72,11 @@ class TrainingMonitor(StepCallback):
         flops_per_token: training FLOPs per token of the model.
         peak_flops: peak FLOP/s of the devices, None if unknown (then no ``mfu``).
         initial_validation: validation logs at step 0 to write (fresh runs), or None.
-        unigram_perplexity: the unigram baseline, written at step 0 with the above.
     """
 
     def __init__(self, steps_per_epoch, log_dir, log_every, tokens_per_step,
                  examples_per_step, flops_per_token, peak_flops=None,
-                 initial_validation=None, unigram_perplexity=None):
+                 initial_validation=None):
         super().__init__(steps_per_epoch)
         self.log_dir = log_dir
         self.log_every = log_every
@@ -67,7 +85,6 @@ class TrainingMonitor(StepCallback):
         self.flops_per_token = flops_per_token
         self.peak_flops = peak_flops
         self.initial_validation = initial_validation
-        self.unigram_perplexity = unigram_perplexity
         self._writers = {}
         self._window = [0, 0.0]  # steps, seconds since the last log
         self._total = [0, 0.0]  # steps, seconds, first step of each fit left out
@@ -88,18 +105,14 @@ class TrainingMonitor(StepCallback):
     def on_train_begin(self, logs=None):
         self._first_batch = True
         if self.initial_validation is not None:
-            values = {k: self.initial_validation[k] for k in VALIDATION_SCALARS
-                      if k in self.initial_validation}
-            if self.unigram_perplexity is not None:
-                values["unigram_perplexity"] = self.unigram_perplexity
-            self._write("validation", values, 0)
+            self._write("validation", _scalars(self.initial_validation), 0)
 
     def on_train_batch_begin(self, batch, logs=None):
         self._batch_start = time.perf_counter()
 
     def on_step_end(self, step, logs):
         log_now = step % self.log_every == 0
-        values = {k: float(logs[k]) for k in TRAIN_SCALARS if k in logs} if log_now else {}
+        values = _scalars(logs) if log_now else {}
         seconds = time.perf_counter() - self._batch_start  # after float(): synced
         self._window[0] += 1
         self._window[1] += seconds
@@ -124,8 +137,7 @@ class TrainingMonitor(StepCallback):
         return float(optimizer.learning_rate)
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        values = {k: float(logs[f"val_{k}"]) for k in VALIDATION_SCALARS if f"val_{k}" in logs}
+        values = _scalars(logs or {}, "val_")
         if values:
             self._write("validation", values, self.step)
 
@@ -196,3 +208,43 @@ class TextSamples(StepCallback):
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+class UnigramBaseline(keras.callbacks.Callback):
+    """The unigram perplexity of the validation labels: the bar a causal LM must beat.
+
+    Computed once from the train split's token counts (``baseline.unigram_perplexity``);
+    written as ``unigram_perplexity`` at step 0 to ``<log_dir>/validation`` on a fresh
+    run, and reported by :meth:`summary_fields` as ``unigram_validation_perplexity``.
+    """
+
+    def __init__(self, context):
+        super().__init__()
+        tokenizer = context.tokenizer
+        self.value = unigram_perplexity(
+            context.caches["train"], context.eval_dataset, tokenizer.vocabulary_size,
+            tokenizer.eos_id)
+        self.log_dir = context.log_dir
+        self.write = context.fresh_start
+
+    def on_train_begin(self, logs=None):
+        if self.write:
+            writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "validation"))
+            with writer.as_default(step=0):
+                tf.summary.scalar("unigram_perplexity", self.value)
+            writer.close()
+
+    def summary_fields(self) -> dict:
+        return {"unigram_validation_perplexity": self.value}
+
+
+def causal_lm_callbacks(task, context) -> list:
+    """The ``causal_lm`` objective's callbacks hook (``tflm.models.tasks``): the unigram
+    baseline, and text samples every ``config.train.sample_every`` steps (0 = none)."""
+    t = context.config.train
+    callbacks = [UnigramBaseline(context)]
+    if t.sample_every > 0 and t.sample_prompts:
+        callbacks.append(TextSamples(context.steps_per_epoch, task, context.tokenizer,
+                                     context.log_dir, t.sample_prompts, t.sample_tokens,
+                                     t.sample_every, t.steps))
+    return callbacks

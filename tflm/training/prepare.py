@@ -2,7 +2,7 @@
 
 The tokenizer is loaded from ``config.data.tokenizer_dir`` when it is set; otherwise it
 is trained on the corpus' train split with ``config.data.tokenizer`` and
-``config.model.vocabulary_size`` and kept under
+``config.model.backbone.vocabulary_size`` and kept under
 ``<cache_dir>/tokenizers/<kind>-<vocabulary_size>-<key>/``, ``key`` hashing the corpus
 fingerprint, kind, size and ``lowercase``, so a second run (or worker) reuses it. Token
 caches are kept under ``<cache_dir>/tokens/`` (see ``tflm.data.token_cache``).
@@ -23,7 +23,8 @@ from tflm import config as config_lib
 from tflm.data import load_corpus
 from tflm.data.corpus import Corpus
 from tflm.data.token_cache import TokenCache, build_token_cache
-from tflm.errors import DataError
+from tflm.errors import ConfigError, DataError
+from tflm.models.tasks import check_special_tokens, get_objective
 from tflm.text import Tokenizer, check_vocabulary, load_tokenizer, train_tokenizer
 
 SPLITS = ("train", "validation")
@@ -47,9 +48,9 @@ def tokenizer_dir(config, corpus: Corpus) -> str:
     """Where the tokenizer trained for (corpus, kind, vocabulary size) is cached."""
     d = config.data
     key = hashlib.sha256(json.dumps(
-        [corpus.fingerprint, d.tokenizer, config.model.vocabulary_size, d.lowercase]
+        [corpus.fingerprint, d.tokenizer, config.model.backbone.vocabulary_size, d.lowercase]
     ).encode("utf-8")).hexdigest()[:16]
-    name = f"{d.tokenizer}-{config.model.vocabulary_size}-{key}"
+    name = f"{d.tokenizer}-{config.model.backbone.vocabulary_size}-{key}"
     return os.path.join(cache_root(d), "tokenizers", name)
 
 
@@ -58,7 +59,8 @@ def get_tokenizer(config, corpus: Corpus) -> Tokenizer:
 
     Raises:
         TokenizerError: it cannot be trained / loaded, or its size is not
-            ``config.model.vocabulary_size``.
+            ``config.model.backbone.vocabulary_size``.
+        ConfigError: it lacks a special token the objective needs.
     """
     if config.data.tokenizer_dir:
         tokenizer = load_tokenizer(os.path.expanduser(config.data.tokenizer_dir))
@@ -66,9 +68,9 @@ def get_tokenizer(config, corpus: Corpus) -> Tokenizer:
         path = tokenizer_dir(config, corpus)
         if not os.path.isdir(path):
             logging.info("Training a %s tokenizer of %d tokens on %s.", config.data.tokenizer,
-                         config.model.vocabulary_size, corpus.name)
+                         config.model.backbone.vocabulary_size, corpus.name)
             trained = train_tokenizer(config.data.tokenizer, corpus.documents("train"),
-                                      config.model.vocabulary_size,
+                                      config.model.backbone.vocabulary_size,
                                       lowercase=config.data.lowercase)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             tmp = tempfile.mkdtemp(prefix=".tmp-", dir=os.path.dirname(path))
@@ -81,7 +83,10 @@ def get_tokenizer(config, corpus: Corpus) -> Tokenizer:
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         tokenizer = load_tokenizer(path)
-    check_vocabulary(tokenizer, config.model.vocabulary_size)
+    check_vocabulary(tokenizer, config.model.backbone.vocabulary_size)
+    where = (f"the tokenizer in config.data.tokenizer_dir={config.data.tokenizer_dir!r}"
+             if config.data.tokenizer_dir else f"config.data.tokenizer={config.data.tokenizer!r}")
+    check_special_tokens(get_objective(config.train.objective), tokenizer.special_ids, where)
     return tokenizer
 
 
@@ -90,7 +95,7 @@ def prepare(config, splits=SPLITS) -> Prepared:
 
     Args:
         config: the run's validated config; reads ``config.data`` and
-            ``config.model.vocabulary_size``.
+            ``config.model.backbone.vocabulary_size``.
         splits: the splits to cache.
 
     Raises:
@@ -122,15 +127,14 @@ def build_tokenizer(corpus: str, kind: str, vocabulary_size: int, out: str,
         DataError: the corpus is missing or empty.
         TokenizerError: the tokenizer cannot be trained on it.
     """
-    config = config_lib.base_config()
-    config.data.corpus = corpus
-    config.data.tokenizer = kind
-    config.data.lowercase = lowercase
-    config.model.vocabulary_size = vocabulary_size
+    kinds = config_lib.CHOICES["data.tokenizer"]
+    if kind not in kinds:
+        raise ConfigError(f"tokenizer kind {kind!r} is not one of {', '.join(kinds)}.")
+    data = config_lib.data_section()
+    data.update(corpus=corpus, tokenizer=kind, lowercase=lowercase)
     if cache_dir:
-        config.data.cache_dir = cache_dir
-    config_lib.validate(config)
-    source = load_corpus(config.data)
+        data.cache_dir = cache_dir
+    source = load_corpus(data)
     tokenizer = train_tokenizer(kind, source.documents("train"), vocabulary_size,
                                 lowercase=lowercase)
     tokenizer.save(out)
@@ -138,7 +142,7 @@ def build_tokenizer(corpus: str, kind: str, vocabulary_size: int, out: str,
               "vocabulary_size": tokenizer.vocabulary_size,
               "fingerprint": tokenizer.fingerprint}
     if encode:
-        tokens_dir = os.path.join(cache_root(config.data), "tokens")
+        tokens_dir = os.path.join(cache_root(data), "tokens")
         saved = load_tokenizer(out)
         report["token_caches"] = {}
         for split in ("train", "validation", "test"):

@@ -1,18 +1,20 @@
 """The one trainer: ``train(config, workdir)`` for every objective.
 
-An objective is a pair of pipeline functions (``OBJECTIVES``) and a task model
-(``tflm.model_dir.TASK_MODELS``); everything else is shared. ``train``:
+An objective is an entry of the registry ``tflm.models.tasks`` (task model class,
+pipeline adapter, hooks); nothing here knows which one it trains. ``train``:
 
 1. checks ``workdir`` (a run with another config there is an error; a finished run
    returns its summary), makes the strategy, writes ``config.json``;
 2. prepares corpus, tokenizer and token caches (``prepare.py``);
 3. builds model and optimizer under ``strategy.scope()`` with the dtype policy of
-   ``config.train.precision``, compiles with the task's masked loss and metrics;
+   ``config.train.precision``, compiles with the task's loss and weighted metrics;
 4. restores the backup if the run was interrupted (``backup.py``: exact to the step) and
    starts the (seed, step) data stream at that step;
 5. evaluates once at step 0, then ``Model.fit`` with validation every
    ``config.train.eval_every`` steps, backups and checkpoints every
-   ``config.train.checkpoint_every`` steps, TensorBoard logs in ``<workdir>/logs``;
+   ``config.train.checkpoint_every`` steps, TensorBoard logs in ``<workdir>/logs``, and
+   the objective's own callbacks (e.g. the causal LM's text samples and unigram
+   baseline);
 6. writes ``<workdir>/model`` (a model directory) and ``<workdir>/summary.json``.
 
 Run directory: ``config.json``, ``checkpoints/`` (``backup/`` for resume and
@@ -37,16 +39,15 @@ import ml_collections
 from absl import logging
 
 from tflm import config as config_lib
-from tflm.data.pipelines import causal_lm_dataset, causal_lm_eval_dataset, distributed_dataset
+from tflm.data.pipelines import distributed_dataset
 from tflm.errors import ConfigError, TrainingError
 from tflm.model_dir import build_model, save_model_dir
-from tflm.models import flops_per_token
+from tflm.models.tasks import get_objective
 from tflm.training import multi_worker
 from tflm.training.backup import ExactBackupAndRestore
-from tflm.training.baseline import unigram_perplexity
-from tflm.training.callbacks import NanGuard, PeriodicCheckpoints, StopAtStep
+from tflm.training.callbacks import NanGuard, PeriodicCheckpoints, StopAtStep, TrainContext
 from tflm.training.mfu import peak_flops
-from tflm.training.monitor import TextSamples, TrainingMonitor, write_model_graph
+from tflm.training.monitor import TrainingMonitor, write_model_graph
 from tflm.training.optim import make_optimizer
 from tflm.training.prepare import prepare
 from tflm.training.strategy import (
@@ -57,8 +58,6 @@ from tflm.training.strategy import (
 )
 from tflm.training.training_model import TrainingModel
 
-# objective -> (training pipeline, evaluation pipeline); see tflm.data.pipelines.
-OBJECTIVES = {"causal_lm": (causal_lm_dataset, causal_lm_eval_dataset)}
 CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
 INITIAL_EVAL_FILE = "initial_evaluation.json"
@@ -112,11 +111,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains ``config`` in ``workdir`` (resuming it if interrupted); returns the summary.
 
     Returns:
-        The summary written to ``<workdir>/summary.json``: ``final_step``, ``train_loss``,
-        ``validation_loss`` / ``_perplexity`` / ``_accuracy``, their ``initial_`` (step 0)
-        values, ``unigram_validation_perplexity``, ``tokens_per_second``,
-        ``examples_per_second``, ``mfu``, ``wall_seconds``, ``parameters``, ``precision``,
-        ``strategy``, ``replicas``, ...
+        The summary written to ``<workdir>/summary.json``: ``final_step``,
+        ``train_<log>`` (the last step's logs: ``train_loss``, ...), ``validation_<metric>``
+        (``validation_loss`` and each of the task's metrics, e.g. ``_perplexity``,
+        ``_accuracy``), their ``initial_validation_`` (step 0) values, the objective's
+        callbacks' fields (the causal LM's ``unigram_validation_perplexity``),
+        ``tokens_per_second``, ``examples_per_second``, ``mfu``, ``wall_seconds``,
+        ``parameters``, ``precision``, ``strategy``, ``replicas``, ...
 
     Raises:
         ConfigError: invalid config.
@@ -155,22 +156,15 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return summary
 
 
-def padding_id(tokenizer) -> int:
-    """The id padding a last partial block: the tokenizer's pad, else its end-of-text."""
-    return tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id
-
-
 def _datasets(config, data, strategy, start_step):
     """(distributed training stream from ``start_step``, validation batches)."""
-    d, t, tok = config.data, config.train, data.tokenizer
-    train_fn, eval_fn = OBJECTIVES[t.objective]
-    pad_id = padding_id(tok)
-    train_ds = distributed_dataset(strategy, lambda ctx: train_fn(
-        data.caches["train"], d.seq_len, t.batch_size, d.seed, start_step=start_step,
-        eos_id=tok.eos_id, pad_id=pad_id, remainder=d.remainder, input_context=ctx))
-    eval_ds = eval_fn(data.caches["validation"], d.seq_len, t.batch_size, tok.eos_id,
-                      pad_id=pad_id, remainder=d.remainder).take(t.eval_steps)
-    eval_ds = multi_worker.shard_eval_dataset(eval_ds, strategy)
+    d, t = config.data, config.train
+    pipeline = get_objective(t.objective).resolve("pipeline")
+    common = dict(caches=data.caches, tokenizer=data.tokenizer, data_config=d,
+                  batch_size=t.batch_size, seed=d.seed)
+    train_ds = distributed_dataset(strategy, lambda ctx: pipeline(
+        **common, split="train", training=True, start_step=start_step, input_context=ctx))
+    eval_ds = pipeline(**common, split="validation", training=False).take(t.eval_steps)
     return train_ds, eval_ds
 
 
@@ -181,26 +175,22 @@ def _validation_epochs(steps: int, per_epoch: int, eval_every: int) -> list[int]
             if min(e * per_epoch, steps) % eval_every == 0 or e == epochs]
 
 
-def _callbacks(config, per_epoch, out, task, tokenizer, backup, monitor) -> list:
+def _callbacks(config, per_epoch, out, task, backup, monitor, extra) -> list:
     """The callbacks of ``fit``, in order: the NaN guard must come first."""
     t = config.train
     checkpoint_dir = os.path.join(out, "checkpoints")
     callbacks = [NanGuard(per_epoch, checkpoint_dir)]
     if t.steps % per_epoch:
         callbacks.append(StopAtStep(per_epoch, t.steps))
-    callbacks += [
+    return callbacks + [
         backup,
         PeriodicCheckpoints(per_epoch, task, checkpoint_dir, t.checkpoint_every,
                             t.keep_checkpoints),
         monitor,
         # Its write_graph finds no graph on TF 2.21's tf.function: write_model_graph.
         keras.callbacks.TensorBoard(os.path.join(out, "logs"), write_graph=False),
+        *extra,
     ]
-    if t.sample_every > 0 and t.sample_prompts:
-        callbacks.append(TextSamples(per_epoch, task, tokenizer, os.path.join(out, "logs"),
-                                     t.sample_prompts, t.sample_tokens, t.sample_every,
-                                     t.steps))
-    return callbacks
 
 
 def compile_training_model(config, strategy) -> tuple[keras.Model, keras.Model]:
@@ -218,7 +208,7 @@ def compile_training_model(config, strategy) -> tuple[keras.Model, keras.Model]:
 
 
 def _train(config, workdir, out, strategy, data, precision) -> dict:
-    t, m = config.train, config.model
+    t = config.train
     started = time.time()
     keras.utils.set_random_seed(t.seed)
     per_epoch = math.gcd(t.eval_every, t.checkpoint_every)  # every backup ends an epoch
@@ -232,6 +222,8 @@ def _train(config, workdir, out, strategy, data, precision) -> dict:
     if start_step:
         logging.info("Resuming %s from its backup at step %d.", workdir, start_step)
     train_ds, eval_ds = _datasets(config, data, strategy, start_step)
+    input_spec = eval_ds.element_spec[0]
+    eval_ds = multi_worker.shard_eval_dataset(eval_ds, strategy)
     initial_path = os.path.join(workdir, INITIAL_EVAL_FILE)
     initial = None
     if start_step == 0:
@@ -241,20 +233,21 @@ def _train(config, workdir, out, strategy, data, precision) -> dict:
     elif os.path.isfile(initial_path):
         with open(initial_path, encoding="utf-8") as f:
             initial = json.load(f)
-    tok = data.tokenizer
-    unigram = unigram_perplexity(data.caches["train"], eval_ds, m.vocabulary_size, tok.eos_id)
+    log_dir = os.path.join(out, "logs")
+    context = TrainContext(config=config, tokenizer=data.tokenizer, caches=data.caches,
+                           eval_dataset=eval_ds, log_dir=log_dir, steps_per_epoch=per_epoch,
+                           fresh_start=start_step == 0)
+    hook = get_objective(t.objective).resolve("callbacks")
+    extra = list(hook(task, context)) if hook else []
     peak, device = peak_flops(strategy, precision)
-    tokens_per_step = t.batch_size * config.data.seq_len
     monitor = TrainingMonitor(
-        per_epoch, os.path.join(out, "logs"), t.log_every, tokens_per_step, t.batch_size,
-        flops_per_token(m.num_layers, m.hidden_dim, m.intermediate_dim, config.data.seq_len,
-                        m.vocabulary_size),
-        peak, initial_validation=initial if start_step == 0 else None,
-        unigram_perplexity=unigram)
-    callbacks = _callbacks(config, per_epoch, out, task, tok, backup, monitor)
+        per_epoch, log_dir, t.log_every, t.batch_size * config.data.seq_len, t.batch_size,
+        task.flops_per_token(config.data.seq_len), peak,
+        initial_validation=initial if start_step == 0 else None)
+    callbacks = _callbacks(config, per_epoch, out, task, backup, monitor, extra)
     history = {}
     if start_step < t.steps:
-        write_model_graph(os.path.join(out, "logs", "train"), task, config.data.seq_len)
+        write_model_graph(os.path.join(log_dir, "train"), task, input_spec)
         history = model.fit(
             train_ds, epochs=-(-t.steps // per_epoch), initial_epoch=start_step // per_epoch,
             steps_per_epoch=per_epoch, shuffle=False, validation_data=eval_ds,
@@ -264,20 +257,17 @@ def _train(config, workdir, out, strategy, data, precision) -> dict:
     final = {k[4:]: v[-1] for k, v in history.items() if k.startswith("val_")}
     if not final:
         final = model.evaluate(eval_ds, verbose=0, return_dict=True)
-    save_model_dir(os.path.join(out, "model"), task, tok, config)
-    initial = initial or {}
+    save_model_dir(os.path.join(out, "model"), task, data.tokenizer, config)
     summary = {
         "final_step": int(model.optimizer.iterations.numpy()) * t.grad_accum_steps,
         "steps": t.steps,
         "resumed_from_step": start_step,
-        "train_loss": history["loss"][-1] if history else None,
-        "train_perplexity": history["perplexity"][-1] if history else None,
-        "validation_loss": final["loss"],
-        "validation_perplexity": final["perplexity"],
-        "validation_accuracy": final["accuracy"],
-        "initial_validation_loss": initial.get("loss"),
-        "initial_validation_perplexity": initial.get("perplexity"),
-        "unigram_validation_perplexity": unigram,
+        "objective": t.objective,
+        **{f"train_{k}": v[-1] for k, v in history.items() if not k.startswith("val_")},
+        **{f"validation_{k}": v for k, v in final.items()},
+        **{f"initial_validation_{k}": v for k, v in (initial or {}).items()},
+        **{k: v for callback in extra if hasattr(callback, "summary_fields")
+           for k, v in callback.summary_fields().items()},
         **monitor.throughput(),
         "device": device,
         "wall_seconds": time.time() - started,
@@ -287,6 +277,7 @@ def _train(config, workdir, out, strategy, data, precision) -> dict:
         "replicas": strategy.num_replicas_in_sync,
         "model_dir": os.path.join(workdir, "model"),
     }
+    summary.setdefault("train_loss", None)
     summary = {k: float(v) if hasattr(v, "dtype") else v for k, v in summary.items()}
     logging.info("Training summary: %s", json.dumps(summary, sort_keys=True))
     return summary

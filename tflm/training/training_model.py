@@ -32,17 +32,21 @@ class TrainingModel(keras.Model):
     mean of the loss), and a ``Perplexity`` given to ``compile`` is left out
     (it would be the same number computed again from the logits). That is exact only when
     the compiled loss is the task's weighted-mean token cross-entropy (``GPT.default_loss``)
-    and the model adds no other losses: keep it False for objectives that sum several
-    losses.
+    and the model adds no other losses, so the default is the task class' own
+    ``perplexity_from_loss`` (True for ``GPT``; absent = False, e.g. summed losses).
 
     Args:
         task: the built task model (e.g. ``GPT``), created under the strategy's scope.
-        perplexity_from_loss: log the perplexity derived from the loss (see above).
+        perplexity_from_loss: log the perplexity derived from the loss (see above);
+            None = the task's ``perplexity_from_loss`` attribute.
     """
 
-    def __init__(self, task: keras.Model, perplexity_from_loss: bool = True, **kwargs):
+    def __init__(self, task: keras.Model, perplexity_from_loss: bool | None = None,
+                 **kwargs):
         super().__init__(name=f"{task.name}_training", **kwargs)
         self.task = task
+        if perplexity_from_loss is None:
+            perplexity_from_loss = getattr(task, "perplexity_from_loss", False)
         self.perplexity = Perplexity(name="perplexity") if perplexity_from_loss else None
         self.built = task.built
 
