@@ -50,6 +50,29 @@ def test_tiny_temperature_equals_greedy(name):
     np.testing.assert_array_equal(ops.convert_to_numpy(ids), logits.argmax(-1))
 
 
+@pytest.mark.parametrize(
+    "name, options, runtime",
+    [
+        ("greedy", {}, (0.0, 3, 0.5)),
+        ("temperature", {"temperature": 0.7}, (0.7, 0, 1.0)),
+        ("top_k", {"top_k": 3, "temperature": 1.3}, (1.3, 3, 1.0)),
+        ("top_p", {"top_p": 0.6, "temperature": 0.9}, (0.9, 0, 0.6)),
+    ],
+)
+def test_runtime_options_sampler_draws_what_the_named_samplers_draw(name, options, runtime):
+    """`sample` (the SavedModel's sampler, options as tensors) composes the same rules."""
+    logits = ops.convert_to_tensor(np.random.default_rng(2).normal(size=(512, 40)) * 2, "float32")
+    key = samplers.seed_tensor(11)
+    named = samplers.make_sampler(name, **options)(logits, key, 4)
+    temperature, top_k, top_p = runtime
+    ours = samplers.sample(
+        logits, key, 4, ops.convert_to_tensor(temperature, "float32"),
+        ops.convert_to_tensor(top_k, "int32"), ops.convert_to_tensor(top_p, "float32"),
+    )
+    np.testing.assert_array_equal(ops.convert_to_numpy(ours), ops.convert_to_numpy(named))
+    assert len(set(ops.convert_to_numpy(ours).tolist())) > (1 if name == "top_p" else 2)
+
+
 def test_same_seed_same_draws_and_seed_or_step_changes_them():
     flat = np.zeros(32, "float32")
     first = draw("temperature", flat, rows=64, seed=7)

@@ -7,6 +7,17 @@ Every sampler has the signature ``sampler(logits, key, step) -> ids``:
 - ``step`` int32 scalar tensor: the decode step (0 for the first new token).
 - returns (batch,) int32 ids.
 
+Each rule is one function, composed by the named samplers (``SAMPLERS``: options fixed
+when the loop is compiled) and by ``sample`` (every option a runtime tensor: the
+SavedModel's one compiled loop serves all requests):
+
+- ``scale``: logits / temperature, in float32;
+- ``top_k_keep``: the tokens at or above the k-th largest logit;
+- ``top_p_keep``: the nucleus, the fewest most-likely tokens whose probability sum
+  reaches top_p;
+- ``gumbel_argmax``: a draw among the kept tokens;
+- ``greedy``: the argmax.
+
 Randomness is stateless: the noise of a step is a hash of ``(key, step, row, token)``,
 turned into Gumbel noise, and ``argmax(logits / temperature + gumbel)`` is an exact draw
 from ``softmax(logits / temperature)`` (the Gumbel-max trick). So the same seed gives the
@@ -45,8 +56,11 @@ def _hash32(x):
     return ops.bitwise_xor(x, _shift_right(x, 16))
 
 
-def uniform_noise(shape: tuple[int, int], key, step):
-    """Uniform floats in (0, 1) of `shape` (batch, vocab), a pure function of (key, step)."""
+def uniform_noise(shape: tuple, key, step):
+    """Uniform floats in (0, 1) of `shape` (batch, vocab), a pure function of (key, step).
+
+    `batch` may be a scalar tensor (a serving signature's dynamic batch).
+    """
     batch, vocab = shape
     key = ops.cast(key, "int32")
     step = ops.cast(step, "int32")
@@ -57,10 +71,50 @@ def uniform_noise(shape: tuple[int, int], key, step):
     return (mantissa + 0.5) / float(1 << 24)
 
 
-def _gumbel_argmax(logits, key, step):
-    """One draw per row from softmax(logits), by the Gumbel-max trick."""
-    logits = ops.cast(logits, "float32")
-    noise = uniform_noise(tuple(logits.shape), key, step)
+def scale(logits, temperature):
+    """float32 logits / temperature (temperature > 0: a float or a scalar tensor)."""
+    return ops.cast(logits, "float32") / temperature
+
+
+def sort_descending(logits):
+    """(batch, vocab) logits sorted from the largest."""
+    return ops.flip(ops.sort(logits, axis=-1), axis=-1)
+
+
+def top_k_keep(logits, top_k, descending=None):
+    """(batch, vocab) bool: the logits >= the row's k-th largest (ties at the k-th kept).
+
+    `top_k` is a Python int (read with ``ops.top_k``) or an int32 scalar tensor clipped to
+    [1, vocab] (read from `descending`, ``sort_descending(logits)``).
+    """
+    vocab = logits.shape[-1]
+    if isinstance(top_k, int):
+        kth = ops.top_k(logits, min(top_k, vocab))[0][:, -1:]  # (batch, 1)
+    else:
+        index = ops.reshape(ops.clip(top_k, 1, vocab) - 1, (1,))
+        kth = ops.take(descending, index, axis=1)  # (batch, 1)
+    return logits >= kth
+
+
+def top_p_keep(logits, top_p, descending=None):
+    """(batch, vocab) bool: the nucleus, the fewest most-likely tokens of softmax(logits)
+    whose probability sum >= top_p; the most likely token is always in it."""
+    if descending is None:
+        descending = sort_descending(logits)
+    probs = ops.softmax(descending, axis=-1)
+    mass_before = ops.cumsum(probs, axis=-1) - probs  # probability of the better tokens
+    in_nucleus = mass_before < top_p
+    # The smallest logit still in the nucleus; every logit below it is dropped.
+    threshold = ops.min(ops.where(in_nucleus, descending, -_MASKED), axis=-1, keepdims=True)
+    return logits >= threshold
+
+
+def gumbel_argmax(logits, key, step, keep=None):
+    """One draw per row from softmax(logits) over the `keep` tokens (all when None), by
+    the Gumbel-max trick: (batch, vocab) float32 -> (batch,) int32."""
+    if keep is not None:
+        logits = ops.where(keep, logits, _MASKED)
+    noise = uniform_noise((ops.shape(logits)[0], logits.shape[-1]), key, step)
     gumbel = -ops.log(-ops.log(noise))
     return ops.cast(ops.argmax(logits + gumbel, axis=-1), "int32")
 
@@ -73,33 +127,44 @@ def greedy(logits, key=None, step=None):
 
 def temperature_sample(logits, key, step, temperature: float = 1.0):
     """A draw from softmax(logits / temperature); temperature -> 0 approaches greedy."""
-    return _gumbel_argmax(ops.cast(logits, "float32") / temperature, key, step)
+    return gumbel_argmax(scale(logits, temperature), key, step)
 
 
 def top_k_sample(logits, key, step, top_k: int = 50, temperature: float = 1.0):
     """A draw among the `top_k` most likely tokens of each row (ties at the k-th included)."""
-    logits = ops.cast(logits, "float32")
-    k = min(int(top_k), logits.shape[-1])
-    kth = ops.top_k(logits, k)[0][:, -1:]  # (batch, 1)
-    logits = ops.where(logits < kth, _MASKED, logits)
-    return temperature_sample(logits, key, step, temperature)
+    logits = scale(logits, temperature)
+    return gumbel_argmax(logits, key, step, top_k_keep(logits, int(top_k)))
 
 
 def top_p_sample(logits, key, step, top_p: float = 0.9, temperature: float = 1.0):
-    """A draw from the nucleus: the fewest most-likely tokens whose probability sum >= top_p.
+    """A draw from the nucleus of softmax(logits / temperature) (see `top_p_keep`)."""
+    logits = scale(logits, temperature)
+    return gumbel_argmax(logits, key, step, top_p_keep(logits, top_p))
 
-    The nucleus is computed on softmax(logits / temperature); the most likely token is
-    always in it.
+
+def sample(logits, key, step, temperature, top_k, top_p):
+    """Next ids (batch,) with every option a runtime scalar tensor (one compiled loop for
+    all requests).
+
+    ``temperature <= 0`` is greedy; ``top_k <= 0`` turns the top-k filter off; the
+    nucleus filter always applies (``top_p >= 1`` keeps every token of nonzero mass
+    before it). With the same options and key, the same ids as the named samplers:
+    ``temperature_sample`` (top_k 0, top_p 1), ``top_k_sample`` (top_p 1) and
+    ``top_p_sample`` (top_k 0).
     """
-    logits = ops.cast(logits, "float32") / temperature
-    sorted_logits = ops.flip(ops.sort(logits, axis=-1), axis=-1)  # (batch, vocab) descending
-    probs = ops.softmax(sorted_logits, axis=-1)
-    mass_before = ops.cumsum(probs, axis=-1) - probs  # probability of the better tokens
-    in_nucleus = mass_before < top_p
-    # The smallest logit still in the nucleus; every logit below it is masked.
-    threshold = ops.min(ops.where(in_nucleus, sorted_logits, -_MASKED), axis=-1, keepdims=True)
-    logits = ops.where(logits < threshold, _MASKED, logits)
-    return _gumbel_argmax(logits, key, step)
+    logits = ops.cast(logits, "float32")
+
+    def draw():
+        scaled = scale(logits, ops.maximum(temperature, 1e-6))
+        descending = sort_descending(scaled)
+        keep = ops.logical_and(
+            ops.logical_or(top_k <= 0, top_k_keep(scaled, top_k, descending)),
+            top_p_keep(scaled, top_p, descending),
+        )
+        return gumbel_argmax(scaled, key, step, keep)
+
+    # Greedy requests skip the sort over the vocabulary.
+    return ops.cond(temperature > 0, draw, lambda: greedy(logits))
 
 
 SAMPLERS: dict[str, Callable] = {
