@@ -77,11 +77,12 @@ def bench(args, tmp):
     """Exports gpt_mini to ``tmp``, measures, prints the JSON lines and the table."""
     config = gpt_mini.get_config()
     documents = builtin_documents(None)
-    tokenizer = train_tokenizer("bpe", documents[:1500], config.model.vocabulary_size)
-    config.model.vocabulary_size = tokenizer.vocabulary_size
+    backbone = config.model.backbone
+    tokenizer = train_tokenizer("bpe", documents[:1500], backbone.vocabulary_size)
+    backbone.vocabulary_size = tokenizer.vocabulary_size
     keras.utils.set_random_seed(0)
     model = GPT(**config.model)
-    fit_briefly(model, tokenizer, documents[:1500], window=config.model.max_sequence_length)
+    fit_briefly(model, tokenizer, documents[:1500], window=backbone.max_sequence_length)
     saved = tf.saved_model.load(export_saved_model(model, tokenizer, tmp))
     report = export_tflite(model, tokenizer, os.path.join(tmp, "tflite"),
                            quantize=("dynamic_int8", "int8"), calibration_texts=documents[:200],

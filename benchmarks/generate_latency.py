@@ -50,7 +50,7 @@ PROMPT, NEW = 16, 64
 def tflm_runner(batch, new_tokens):
     """A callable generating `new_tokens` greedy tokens for `batch` prompts with tflm."""
     keras.utils.set_random_seed(0)
-    model = GPT(**SHAPE)
+    model = GPT(backbone=SHAPE)
     decoder = Decoder(model)
     prompts = np.random.default_rng(1).integers(2, SHAPE["vocabulary_size"], (batch, PROMPT))
 

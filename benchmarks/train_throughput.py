@@ -47,7 +47,7 @@ import numpy as np
 import tensorflow as tf
 
 from tflm.config import load_config
-from tflm.models import flops_per_token
+from tflm.model_dir import build_model
 from tflm.training.mfu import measured_cpu_flops
 from tflm.training.strategy import resolve_jit_compile, resolve_precision
 from tflm.training.trainer import compile_training_model
@@ -62,7 +62,8 @@ VARIANTS = ("keras_hub", "tflm", "tflm_float32")
 def synthetic_batches(config, count: int, seed: int = 0):
     """``count`` (x, y, sample_weight) batches of Zipf-distributed ids."""
     rng = np.random.default_rng(seed)
-    vocab, batch, seq = config.model.vocabulary_size, config.train.batch_size, config.data.seq_len
+    vocab, batch = config.model.backbone.vocabulary_size, config.train.batch_size
+    seq = config.data.seq_len
     batches = []
     for _ in range(count):
         ids = (rng.zipf(1.2, size=(batch, seq + 1)) % vocab).astype("int32")
@@ -80,7 +81,7 @@ def build(variant: str, config):
     try:
         if variant == "keras_hub":
             keras.config.set_dtype_policy("float32")
-            m = config.model
+            m = config.model.backbone
             backbone = keras_hub.models.GPT2Backbone(
                 vocabulary_size=m.vocabulary_size, num_layers=m.num_layers,
                 num_heads=m.num_heads, hidden_dim=m.hidden_dim,
@@ -172,10 +173,9 @@ def main() -> None:
 
     rss = peak_rss_mib(("keras_hub", "tflm"))
     base_config = load_config(CONFIG)
-    m, seq, batch = base_config.model, base_config.data.seq_len, base_config.train.batch_size
+    seq, batch = base_config.data.seq_len, base_config.train.batch_size
     tokens_per_step = batch * seq
-    fpt = flops_per_token(m.num_layers, m.hidden_dim, m.intermediate_dim, seq,
-                          m.vocabulary_size)
+    fpt = build_model(base_config).flops_per_token(seq)
     batches = synthetic_batches(base_config, 4)
     models, notes, runs = {}, {}, {}
     for v in VARIANTS:
