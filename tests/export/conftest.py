@@ -22,8 +22,8 @@ TRAIN_DOCS = 400
 
 def _tiny_config(vocabulary_size, corpus_path):
     config = base_config()
-    config.model.update(vocabulary_size=vocabulary_size, num_layers=2, hidden_dim=32,
-                        num_heads=2, intermediate_dim=64, max_sequence_length=WINDOW)
+    config.model.backbone.update(vocabulary_size=vocabulary_size, num_layers=2, hidden_dim=32,
+                                 num_heads=2, intermediate_dim=64, max_sequence_length=WINDOW)
     config.data.corpus = corpus_path
     config.data.seq_len = WINDOW
     config.export.max_new_tokens = 8

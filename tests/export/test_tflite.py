@@ -48,9 +48,10 @@ def test_prefill_decode_signatures_have_fixed_shapes(exported, keras_model):
     model, _, _ = keras_model
     lm = TFLiteLM(os.path.join(exported[0], "model.tflite"))
     window = model.max_sequence_length
-    head_dim = model.hidden_dim // model.num_heads
-    cache_shape = [1, 2, window, model.num_heads, head_dim]
-    names = {f"cache_{i}" for i in range(model.num_layers)}
+    backbone = model.backbone
+    head_dim = backbone.hidden_dim // backbone.num_heads
+    cache_shape = [1, 2, window, backbone.num_heads, head_dim]
+    names = {f"cache_{i}" for i in range(backbone.num_layers)}
     prefill = lm.interpreter.get_signature_runner("prefill")
     decode = lm.interpreter.get_signature_runner("decode")
     assert list(prefill.get_input_details()["token_ids"]["shape"]) == [1, window]

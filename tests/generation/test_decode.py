@@ -2,9 +2,10 @@
 
 import numpy as np
 import pytest
+from keras import ops
 
 from tflm.errors import GenerationError
-from tflm.generation import decode
+from tflm.generation import decode, samplers
 from tflm.generation.decoder import generate_ids, get_decoder
 
 PROMPTS = [[5], [7, 1, 9], [3, 4, 5, 6, 7, 8, 9, 10], [11, 2, 40, 33, 21, 8, 1, 0, 5, 62, 13, 4]]
@@ -49,9 +50,39 @@ def test_prompt_alone_equals_prompt_in_batch_and_bucket_reuses_compilation(
 
 
 def test_bucket_length():
-    assert [decode.bucket_length(n, 10, 128) for n in (1, 8, 9, 16, 17, 100)] == [
+    # Generation caps buckets at max_sequence_length - max_new_tokens, scoring at the window.
+    assert [decode.bucket_length(n, 118) for n in (1, 8, 9, 16, 17, 100)] == [
         8, 8, 16, 16, 32, 118
     ]
+    assert decode.bucket_length(120, 118) == 120  # never below the length itself
+
+
+@pytest.mark.parametrize("end", [4, np.int32(4)])  # static (generation), tensor (export)
+def test_left_pad_puts_each_row_before_end(end):
+    tokens, lengths = decode.stack_prompts([[5], [7, 1, 9], []], 4)
+    padded, mask = decode.left_pad(tokens, lengths, ops.convert_to_tensor(end), 6, 63)
+    np.testing.assert_array_equal(ops.convert_to_numpy(padded), [
+        [63, 63, 63, 5, 63, 63],
+        [63, 7, 1, 9, 63, 63],
+        [63, 63, 63, 63, 63, 63],
+    ])
+    np.testing.assert_array_equal(ops.convert_to_numpy(mask), [
+        [0, 0, 0, 1, 0, 0],
+        [0, 1, 1, 1, 0, 0],
+        [0, 0, 0, 0, 0, 0],
+    ])
+
+
+def test_prompts_ending_inside_a_longer_window_decode_the_same(gpt, batch_greedy):
+    """The export's layout (prompts end at slot P of a window S, cache S) gives the tokens
+    of the bucketed one (prompts end the window, cache P + N)."""
+    window = gpt.max_sequence_length
+    tokens, lengths = decode.stack_prompts(PROMPTS, window)
+    end = ops.convert_to_tensor(max(lengths), "int32")
+    padded, mask = decode.left_pad(tokens, lengths, end, window, 0)
+    state = decode.prefill(gpt, padded, mask, window, end)
+    out = decode.sample_loop(gpt, samplers.greedy, state, 0, np.zeros(64, bool), 0, NEW, window)
+    np.testing.assert_array_equal(ops.convert_to_numpy(out)[:, :NEW], batch_greedy)
 
 
 def test_stop_token_ends_each_sequence_with_padding(decoder, batch_greedy):

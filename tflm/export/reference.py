@@ -6,22 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def start_id(tokenizer) -> int:
-    """The token every exported sequence starts with: end-of-text (BPE), else [CLS] / pad."""
-    for i in (tokenizer.eos_id, tokenizer.cls_id, tokenizer.pad_id):
-        if i is not None:
-            return int(i)
-    return 0
+from tflm.generation import special_ids
 
 
 def token_stream(tokenizer, texts: list[str]) -> np.ndarray:
     """The texts' token ids, each text preceded by the start token, concatenated."""
-    first = start_id(tokenizer)
     out = []
     for ids in tokenizer.encode(list(texts)):
-        out.append(first)
-        out.extend(ids)
+        out.extend(special_ids.scored_ids(tokenizer, ids))
     return np.asarray(out, np.int32)
 
 
@@ -55,15 +47,14 @@ def keras_logits(model, ids: np.ndarray, mask: np.ndarray, batch: int = 8) -> np
 
 
 def prompt_ids(tokenizer, prompt: str, keep: int) -> list[int]:
-    """The prompt's last ``keep`` ids; an empty prompt is the start token (as
-    ``tflm.generation.LanguageModel.generate``)."""
-    ids = tokenizer.encode([prompt])[0] or [start_id(tokenizer)]
-    return ids[-keep:]
+    """The prompt's last ``keep`` ids (``special_ids.prompt_ids``: an empty prompt is the
+    start token, as ``tflm.generation.LanguageModel.generate``)."""
+    return special_ids.prompt_ids(tokenizer, tokenizer.encode([prompt])[0])[-keep:]
 
 
 def score_ids(tokenizer, text: str, keep: int) -> list[int]:
-    """The start token then the text's ids, truncated from the left to ``keep``."""
-    return ([start_id(tokenizer)] + tokenizer.encode([text])[0])[-keep:]
+    """``special_ids.scored_ids`` of the text, truncated from the left to ``keep``."""
+    return special_ids.scored_ids(tokenizer, tokenizer.encode([text])[0])[-keep:]
 
 
 def keras_greedy(model, tokenizer, prompt: str, max_new_tokens: int) -> list[int]:

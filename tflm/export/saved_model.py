@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from tflm.errors import ExportError
 from tflm.export import reference, signatures
+from tflm.generation import special_ids
 
 GENERATE_DEFAULTS = {"max_new_tokens": 64, "temperature": 0.0, "top_k": 0, "top_p": 1.0,
                      "seed": 0}
@@ -55,8 +56,8 @@ class ServingModule(ModelModule):
         super().__init__(model, name="tflm_serving")
         self.tokenizer = tokenizer.layer
         self.eos_id = tokenizer.eos_id
-        self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
-        self.start_id = reference.start_id(tokenizer)
+        self.pad_id = special_ids.pad_id(tokenizer)
+        self.start_id = special_ids.start_id(tokenizer)
         self.generate_defaults = dict(GENERATE_DEFAULTS, **(generate_defaults or {}))
         self._asset_dir = tempfile.mkdtemp(prefix="tflm_tokenizer_")
         tokenizer_copy = type(tokenizer)(tokenizer.assets, tokenizer.options)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import tensorflow as tf
 from keras import ops
 
-from tflm.export.decode_graph import decode_loop
+from tflm.generation import decode, samplers
 
 
 def clean_utf8(text: tf.Tensor) -> tf.Tensor:
@@ -31,10 +31,10 @@ def clean_utf8(text: tf.Tensor) -> tf.Tensor:
 def window_ids(module, text: tf.Tensor, keep: tf.Tensor, always_start: bool) -> tf.RaggedTensor:
     """Token ids (B, <= keep) of each text, truncated from the left (most recent context).
 
-    The start token (``module.start_id``: end-of-text for BPE, as GPT-2; the model saw it
-    between training documents) comes first in every row when ``always_start`` (scoring:
-    the first token is scored too), else only in empty rows (generation, as
-    ``tflm.generation.LanguageModel``: an empty prompt starts a new document).
+    The start token (``module.start_id``, ``tflm.generation.special_ids.start_id``) comes
+    first in every row when ``always_start`` (scoring: ``special_ids.scored_ids``), else
+    only in empty rows (generation: ``special_ids.prompt_ids``, an empty prompt starts a
+    new document) -- the rules of ``tflm.generation.LanguageModel``, on ragged tensors.
     """
     ids = tf.cast(module.tokenizer.tokenize(clean_utf8(text)), tf.int32)  # (B, None)
     if not isinstance(ids, tf.RaggedTensor):
@@ -48,12 +48,33 @@ def window_ids(module, text: tf.Tensor, keep: tf.Tensor, always_start: bool) -> 
     return ids[:, -keep:]
 
 
-def left_pad(ids: tf.RaggedTensor, total: int, pad_id: int) -> tf.Tensor:
-    """(B, None) ragged -> (B, total): with W the longest row, row i fills slots
-    [W - len_i, W); pads elsewhere."""
-    reversed_rows = tf.reverse(ids, axis=[1])  # ragged reverse keeps each row's own length
-    dense = tf.reverse(reversed_rows.to_tensor(default_value=pad_id), axis=[1])  # (B, W)
-    return tf.pad(dense, [[0, 0], [0, total - tf.shape(dense)[1]]], constant_values=pad_id)
+def decode_window(module, ids, lengths, prompt_end, max_new, temperature, top_k, top_p,
+                  seed):
+    """The generation loop over the fixed (B, S) window, on int tensors (XLA-compiled).
+
+    ``tflm.generation.decode``'s ``left_pad``, ``prefill`` and ``sample_loop`` with the
+    runtime-options sampler ``samplers.sample``, so one compiled function serves every
+    request (prompt end, ``max_new`` and the sampler options are tensors).
+
+    Args:
+        ids: (B, S) int32, row i's ``lengths[i]`` >= 1 prompt tokens in its first columns.
+        prompt_end: int32 scalar, max(lengths); the prompts are left-padded to end there.
+        max_new: int32 scalar in [0, S - prompt_end].
+    Returns:
+        (B, S) int32, the new tokens in columns [0, max_new) (column 0 holds a drawn token
+        even when max_new is 0); after a row's end-of-text token, ``module.pad_id``.
+    """
+    window, model = module.window, module.model
+    tokens, mask = decode.left_pad(ids, lengths, prompt_end, window, module.pad_id)
+    state = decode.prefill(model, tokens, mask, window, prompt_end)
+    eos = -1 if module.eos_id is None else module.eos_id
+    stop_mask = ops.arange(model.vocabulary_size, dtype="int32") == eos  # (V,)
+
+    def sampler(logits, key, step):
+        return samplers.sample(logits, key, step, temperature, top_k, top_p)
+
+    return decode.sample_loop(model, sampler, state, seed, stop_mask, module.pad_id,
+                              ops.maximum(max_new, 1), window)
 
 
 def generate_signature(module):
@@ -66,7 +87,7 @@ def generate_signature(module):
     after the end.
     """
     compiled = tf.function(
-        lambda *args: decode_loop(module, *args), jit_compile=True, reduce_retracing=True
+        lambda *args: decode_window(module, *args), jit_compile=True, reduce_retracing=True
     )
 
     @tf.function(input_signature=[
@@ -82,8 +103,8 @@ def generate_signature(module):
         ids = window_ids(module, prompt, module.window - max_new, always_start=False)
         lengths = tf.cast(ids.row_lengths(), tf.int32)  # (B,) >= 1
         prompt_end = tf.reduce_max(tf.concat([lengths, [1]], 0))
-        dense = left_pad(ids, module.window, module.pad_id)  # (B, S)
-        tokens = compiled(dense, prompt_end, lengths, max_new, temperature, top_k, top_p,
+        dense = ids.to_tensor(shape=[None, module.window])  # (B, S), prompts first
+        tokens = compiled(dense, lengths, prompt_end, max_new, temperature, top_k, top_p,
                           seed)[:, :max_new]  # (B, max_new)
         eos = -1 if module.eos_id is None else module.eos_id
         ended = tf.cumsum(tf.cast(tokens == eos, tf.int32), axis=1) > 0  # at or after eos

@@ -23,6 +23,7 @@ from tflm.generation.decode import (
     left_pad,
     prefill,
     sample_loop,
+    stack_prompts,
 )
 
 
@@ -50,7 +51,8 @@ class Decoder:
         return self._functions[key]
 
     def _prepare(self, prompt_ids, max_new_tokens, stop_tokens, pad_id, truncate):
-        """Checked, left-padded prompts: (tokens, mask, stop_mask (V,), pad)."""
+        """Checked prompts in a bucket: (tokens (B, P), lengths (B,), stop_mask (V,), pad);
+        the compiled functions left-pad them."""
         prompt_ids = check_prompts(
             prompt_ids, max_new_tokens, self.model.max_sequence_length,
             self.model.vocabulary_size, truncate,
@@ -62,10 +64,10 @@ class Decoder:
                 raise GenerationError(f"stop token {token} is outside the vocabulary [0, {vocab})")
             stop_mask[int(token)] = True
         length = bucket_length(
-            max(len(p) for p in prompt_ids), max_new_tokens, self.model.max_sequence_length
+            max(len(p) for p in prompt_ids), self.model.max_sequence_length - max_new_tokens
         )
-        tokens, mask = left_pad(prompt_ids, length, pad_id)
-        return tokens, mask, stop_mask, np.asarray(pad_id, "int32")
+        tokens, lengths = stack_prompts(prompt_ids, length)
+        return tokens, lengths, stop_mask, np.asarray(pad_id, "int32")
 
     @staticmethod
     def _sampling(sampler, temperature, top_k, top_p, seed):
@@ -104,33 +106,36 @@ class Decoder:
         A row ends with its first stop token (kept) followed by pad_id. See
         `generate_ids` for the arguments and errors.
         """
-        tokens, mask, stop_mask, pad = self._prepare(
+        tokens, lengths, stop_mask, pad = self._prepare(
             prompt_ids, max_new_tokens, stop_tokens, pad_id, truncate
         )
-        shape = (tokens.shape[0], tokens.shape[1], max_new_tokens)
+        batch, prompt_len = tokens.shape
+        shape = (batch, prompt_len, max_new_tokens)
         if num_beams is not None:
             if int(num_beams) < 1:
                 raise GenerationError(f"num_beams must be >= 1, got {num_beams}")
             width = int(num_beams)
 
-            def loop(tokens, mask, stop_mask, pad, alpha):
+            def loop(tokens, lengths, stop_mask, pad, alpha):
                 return beam_loop(
-                    self.model, width, tokens, mask, stop_mask, pad, alpha, max_new_tokens
+                    self.model, width, tokens, lengths, stop_mask, pad, alpha, max_new_tokens
                 )
 
             fn = self._function(("beam", *shape, width), loop)
-            out = fn(tokens, mask, stop_mask, pad, np.asarray(length_penalty, "float32"))
+            out = fn(tokens, lengths, stop_mask, pad, np.asarray(length_penalty, "float32"))
         else:
             key, factory, inputs = self._sampling(sampler, temperature, top_k, top_p, seed)
 
-            def loop(tokens, mask, stop_mask, pad, seed, temperature, top_p):
+            def loop(tokens, lengths, stop_mask, pad, seed, temperature, top_p):
+                tokens, mask = left_pad(tokens, lengths, prompt_len, prompt_len, pad)
+                state = prefill(self.model, tokens, mask, prompt_len + max_new_tokens)
                 return sample_loop(
-                    self.model, factory(temperature, top_p), tokens, mask, seed, stop_mask,
-                    pad, max_new_tokens,
+                    self.model, factory(temperature, top_p), state, seed, stop_mask, pad,
+                    max_new_tokens, max_new_tokens,
                 )
 
             fn = self._function(("sample", *shape, *key), loop)
-            out = fn(tokens, mask, stop_mask, pad, *inputs)
+            out = fn(tokens, lengths, stop_mask, pad, *inputs)
         return np.asarray(ops.convert_to_numpy(out), dtype="int32")
 
     def stream(
@@ -150,27 +155,29 @@ class Decoder:
         One compiled prefill, then one compiled decode step per token; the same tokens as
         `generate` with the same arguments.
         """
-        tokens, mask, stop_mask, _ = self._prepare(
+        tokens, lengths, stop_mask, pad = self._prepare(
             [prompt_ids], max_new_tokens, stop_tokens, 0, truncate
         )
         key, factory, (seed, temperature, top_p) = self._sampling(
             sampler, temperature, top_k, top_p, seed
         )
-        shape = (tokens.shape[1], max_new_tokens, *key)
+        prompt_len = tokens.shape[1]
+        shape = (prompt_len, max_new_tokens, *key)
 
-        def first(tokens, mask, seed, temperature, top_p):
-            logits, cache, cache_mask, lengths = prefill(self.model, tokens, mask, max_new_tokens)
-            return factory(temperature, top_p)(logits, seed, 0), cache, cache_mask, lengths
+        def first(tokens, lengths, pad, seed, temperature, top_p):
+            tokens, mask = left_pad(tokens, lengths, prompt_len, prompt_len, pad)
+            state = prefill(self.model, tokens, mask, prompt_len + max_new_tokens)
+            token = factory(temperature, top_p)(state.logits, seed, 0)
+            return token, state.cache, state.cache_mask, state.position
 
         def step(token, cache, cache_mask, slot, positions, seed, index, temperature, top_p):
             logits, cache = decode_step(self.model, token, cache, cache_mask, slot, positions)
             return factory(temperature, top_p)(logits, seed, index), cache
 
-        token, cache, cache_mask, lengths = self._function(("prefill", *shape), first)(
-            tokens, mask, seed, temperature, top_p
+        token, cache, cache_mask, position = self._function(("prefill", *shape), first)(
+            tokens, lengths, pad, seed, temperature, top_p
         )
         step_fn = self._function(("step", *shape), step)
-        prompt_len = tokens.shape[1]
         for index in range(max_new_tokens):
             token_id = int(ops.convert_to_numpy(token)[0])
             yield token_id
@@ -178,7 +185,7 @@ class Decoder:
                 return
             token, cache = step_fn(
                 token, cache, cache_mask, np.asarray(prompt_len + index, "int32"),
-                lengths + index, seed, np.asarray(index + 1, "int32"), temperature, top_p,
+                position + index, seed, np.asarray(index + 1, "int32"), temperature, top_p,
             )
 
 

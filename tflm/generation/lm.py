@@ -15,7 +15,8 @@ import numpy as np
 from keras import ops
 
 from tflm.errors import GenerationError
-from tflm.generation.decode import MIN_BUCKET, compile_fn
+from tflm.generation import special_ids
+from tflm.generation.decode import bucket_length, compile_fn
 from tflm.generation.decoder import get_decoder
 
 SCORE_BATCH = 8  # windows per compiled scoring call (fixed, so shapes repeat)
@@ -35,11 +36,12 @@ class LanguageModel:
     Args:
         model: a `tflm.models.GPT` (`call`, `call_with_cache`, `init_cache`).
         tokenizer: has `encode(list[str]) -> list[list[int]]`, `decode(list[int]) -> str`,
-            `eos_id`, `pad_id`, `vocabulary_size`.
+            `eos_id`, `pad_id` (and optionally `cls_id`), `vocabulary_size`.
         config: the run's ConfigDict (kept for callers; generation reads the model).
 
-    An empty prompt string starts from the end-of-text token, i.e. a fresh document (the
-    model saw eos between training documents); a tokenizer without eos raises instead.
+    An empty prompt starts from, and `score` scores after, the start token
+    (`special_ids.start_id`: end-of-text, i.e. a fresh document; the model saw it between
+    training documents), as the SavedModel's signatures do.
     """
 
     def __init__(self, model: keras.Model, tokenizer, config=None):
@@ -53,11 +55,6 @@ class LanguageModel:
     def _eos_id(self) -> int | None:
         return getattr(self.tokenizer, "eos_id", None)
 
-    @property
-    def _pad_id(self) -> int:
-        pad = getattr(self.tokenizer, "pad_id", None)
-        return pad if pad is not None else (self._eos_id or 0)
-
     def _stop_ids(self, stop_tokens: Sequence[int] | None) -> list[int]:
         stops = [] if self._eos_id is None else [self._eos_id]
         return stops + [int(t) for t in stop_tokens or ()]
@@ -68,16 +65,10 @@ class LanguageModel:
                 f"prompts must be a non-empty list of strings, got {prompts!r}; wrap a "
                 "single prompt in a list"
             )
-        encoded = self.tokenizer.encode(list(prompts))
-        for i, ids in enumerate(encoded):
-            if not ids:
-                if self._eos_id is None:
-                    raise GenerationError(
-                        f"prompt {i} is empty and the tokenizer has no end-of-text token to "
-                        "start from; give some text"
-                    )
-                encoded[i] = [self._eos_id]
-        return [list(ids) for ids in encoded]
+        return [
+            special_ids.prompt_ids(self.tokenizer, ids)
+            for ids in self.tokenizer.encode(list(prompts))
+        ]
 
     def generate(
         self,
@@ -122,7 +113,7 @@ class LanguageModel:
             length_penalty=length_penalty,
             seed=seed,
             stop_tokens=self._stop_ids(stop_tokens),
-            pad_id=self._pad_id,
+            pad_id=special_ids.pad_id(self.tokenizer),
             truncate=truncate,
         )
         stops = set(self._stop_ids(stop_tokens))
@@ -177,14 +168,16 @@ class LanguageModel:
     def score(self, texts: Sequence[str]) -> list[TextScore]:
         """Log-likelihood and perplexity of each text under the model.
 
-        Each text is scored after the end-of-text token (so its first token counts too);
+        Each text is scored after the start token (so its first token counts too);
         texts longer than the model's positions are cut into windows that overlap by one
         token, every token scored once.
         """
         if isinstance(texts, str) or not len(texts):
             raise GenerationError(f"texts must be a non-empty list of strings, got {texts!r}")
-        start = [] if self._eos_id is None else [self._eos_id]
-        sequences = [start + list(ids) for ids in self.tokenizer.encode(list(texts))]
+        sequences = [
+            special_ids.scored_ids(self.tokenizer, ids)
+            for ids in self.tokenizer.encode(list(texts))
+        ]
         size = self.model.max_sequence_length
         windows, owners = [], []
         for i, seq in enumerate(sequences):
@@ -205,9 +198,7 @@ class LanguageModel:
 
     def _score_windows(self, windows: list[list[int]]) -> np.ndarray:
         """Sum of next-token log-probs of each window (padded to a fixed compiled shape)."""
-        longest = max(len(w) for w in windows)
-        length = max(MIN_BUCKET, 1 << (longest - 1).bit_length())
-        length = min(length, self.model.max_sequence_length)
+        length = bucket_length(max(len(w) for w in windows), self.model.max_sequence_length)
         tokens = np.zeros((SCORE_BATCH, length), "int32")
         mask = np.zeros((SCORE_BATCH, length), "int32")
         for row, window in enumerate(windows):
