@@ -53,16 +53,9 @@ def test_fully_masked_rows_are_finite():
 def _copy_into_keras_mha(layer, reference):
     """Copies our fused weights into a keras.layers.MultiHeadAttention."""
     heads = (HEADS, HIDDEN // HEADS)
-    if layer._cross:
-        q_kernel, q_bias = layer.query_dense.get_weights()  # (hidden, H*D), (H*D,)
-        kv_kernel, kv_bias = layer.key_value_dense.get_weights()  # (hidden, 2*H*D)
-        kv_kernel, kv_bias = kv_kernel.reshape(HIDDEN, 2, *heads), kv_bias.reshape(2, *heads)
-        kernels = [q_kernel.reshape(HIDDEN, *heads), kv_kernel[:, 0], kv_kernel[:, 1]]
-        biases = [q_bias.reshape(heads), kv_bias[0], kv_bias[1]]
-    else:
-        kernel, bias = layer.qkv_dense.get_weights()  # (hidden, 3*H*D), (3*H*D,)
-        kernel, bias = kernel.reshape(HIDDEN, 3, *heads), bias.reshape(3, *heads)
-        kernels, biases = [kernel[:, i] for i in range(3)], [bias[i] for i in range(3)]
+    kernel, bias = layer.qkv_dense.get_weights()  # (hidden, 3*H*D), (3*H*D,)
+    kernel, bias = kernel.reshape(HIDDEN, 3, *heads), bias.reshape(3, *heads)
+    kernels, biases = [kernel[:, i] for i in range(3)], [bias[i] for i in range(3)]
     dense = [reference._query_dense, reference._key_dense, reference._value_dense]
     for d, k, b in zip(dense, kernels, biases):
         d.set_weights([k, b])
@@ -71,19 +64,16 @@ def _copy_into_keras_mha(layer, reference):
 
 
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("cross", [False, True])
-def test_matches_keras_multi_head_attention(causal, cross):
+def test_matches_keras_multi_head_attention(causal):
     layer = MultiHeadAttention(HEADS)
     reference = keras.layers.MultiHeadAttention(HEADS, HIDDEN // HEADS)
-    x, kv = _query(1), _query(2)
+    x = _query(1)
     mask = np.array([[1] * T, [1, 1, 1, 1, 1, 0]], "int32")
-    ours = _np(layer(x, kv if cross else None, padding_mask=mask, use_causal_mask=causal))
-    reference(x, kv if cross else x)
+    ours = _np(layer(x, padding_mask=mask, use_causal_mask=causal))
+    reference(x, x)
     _copy_into_keras_mha(layer, reference)
     attention_mask = np.broadcast_to(mask[:, None, :], (B, T, T)).astype(bool)
-    theirs = _np(
-        reference(x, kv if cross else x, attention_mask=attention_mask, use_causal_mask=causal)
-    )
+    theirs = _np(reference(x, x, attention_mask=attention_mask, use_causal_mask=causal))
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
 
 
@@ -161,14 +151,6 @@ def test_layer_checks_self_attention(tmp_path):
     )
 
 
-def test_layer_checks_cross_attention(tmp_path):
-    check_layer(
-        MultiHeadAttention(HEADS, use_bias=False, name="cross_attention"),
-        {"x": _query(), "kv": _query(3, (B, 4, 8))},
-        tmp_path=tmp_path,
-    )
-
-
 def test_bad_inputs_raise_clear_errors():
     layer = MultiHeadAttention(HEADS)
     with pytest.raises(ValueError, match="rank 3"):
@@ -177,8 +159,6 @@ def test_bad_inputs_raise_clear_errors():
         MultiHeadAttention(3)(_query())
     with pytest.raises(ValueError, match=r"padding_mask shape \(2, 5\)"):
         layer(_query(), padding_mask=np.ones((B, 5), "int32"))
-    with pytest.raises(ValueError, match="self-attention"):
-        layer(_query(), _query())
     with pytest.raises(ValueError, match="init_cache"):
         layer(_query(), cache=np.zeros((B, 2, 8, 4, 4), "float32"), cache_index=0)
     with pytest.raises(ValueError, match="cache_index"):

@@ -1,4 +1,5 @@
-"""Multi-head attention with a fused QKV projection, causal/padding masks, rotary and KV cache."""
+"""Multi-head self-attention with a fused QKV projection, causal/padding masks, rotary and
+KV cache."""
 
 import functools
 import math
@@ -35,12 +36,10 @@ def masked_softmax(scores, mask, axis=-1):
 
 @keras.saving.register_keras_serializable(package="tflm")
 class MultiHeadAttention(keras.layers.Layer):
-    """Multi-head scaled dot-product attention.
+    """Multi-head scaled dot-product self-attention.
 
-    Self-attention (no `key_value`) uses one fused projection to queries, keys and values
-    (kernel (hidden, 3 * heads * head_dim)); cross-attention (a `key_value` tensor at the
-    first call) uses a query projection and a fused key/value projection. Softmax runs in
-    float32 under mixed precision.
+    One fused projection to queries, keys and values (kernel (hidden, 3 * heads *
+    head_dim)). Softmax runs in float32 under mixed precision.
 
     Args:
         num_heads: number of heads H.
@@ -51,12 +50,13 @@ class MultiHeadAttention(keras.layers.Layer):
         rotary_max_wavelength: the rotary base wavelength.
 
     Call args:
-        query: (B, T, hidden) float.
-        key_value: (B, Tk, hidden) float for cross-attention; None for self-attention.
-        padding_mask: (B, Tk) bool/int, 1 = real token; keys where it is 0 are never
+        query: (B, T, hidden) float; the keys and values come from it too.
+        padding_mask: (B, T) bool/int, 1 = real token; keys where it is 0 are never
             attended. Not used in cache mode (use `cache_mask`).
         use_causal_mask: query i attends keys j <= i.
-        cache: (B, 2, S, H, D) keys (index 0) and values (index 1) of earlier tokens.
+        cache: (B, 2, S, H, D) keys (index 0) and values (index 1) of earlier tokens (one
+            layer's cache: the TFLite export passes one such tensor per layer, as TFLite
+            kernels stop at 5-D).
         cache_index: int scalar, the cache slot of the first query token; the T new keys
             and values are written to slots [cache_index, cache_index + T) and query i
             attends slots <= cache_index + i where `cache_mask` allows.
@@ -92,7 +92,7 @@ class MultiHeadAttention(keras.layers.Layer):
         self.rotary = rotary
         self.rotary_max_wavelength = rotary_max_wavelength
 
-    def build(self, query_shape, key_value_shape=None):
+    def build(self, query_shape):
         _check_rank("query", query_shape, 3)
         hidden = query_shape[-1]
         if self.head_dim is None and hidden % self.num_heads:
@@ -102,22 +102,14 @@ class MultiHeadAttention(keras.layers.Layer):
             )
         heads, dim = self.num_heads, self.head_dim or hidden // self.num_heads
         self._dim = dim
-        self._cross = key_value_shape is not None
         # Each projection is a Dense layer whose kernel is the 2-D matrix its matmul reads;
         # heads are split and merged by reshaping activations. A kernel stored as
         # (hidden, 3, H, D) is reshaped inside every decode step, and XLA:CPU fuses that
         # reshape (with the layer norm before it) into a naive matrix-vector loop:
         # batch-1 generation ran 1.4-1.5x slower (same-process A/B of the two layouts).
-        if self._cross:
-            _check_rank("key_value", key_value_shape, 3)
-            self.query_dense = self._dense(heads * dim, "query", query_shape)  # (hidden, H*D)
-            self.key_value_dense = self._dense(
-                2 * heads * dim, "key_value", key_value_shape
-            )  # (kv hidden, 2*H*D): keys, then values
-        else:
-            self.qkv_dense = self._dense(
-                3 * heads * dim, "qkv", query_shape
-            )  # (hidden, 3*H*D): queries, keys, values
+        self.qkv_dense = self._dense(
+            3 * heads * dim, "qkv", query_shape
+        )  # (hidden, 3*H*D): queries, keys, values
         self.output_dense = self._dense(
             hidden, "output", (*query_shape[:-1], heads * dim)
         )  # (H*D, hidden)
@@ -144,7 +136,6 @@ class MultiHeadAttention(keras.layers.Layer):
     def call(
         self,
         query,
-        key_value=None,
         padding_mask=None,
         use_causal_mask=False,
         cache=None,
@@ -154,28 +145,18 @@ class MultiHeadAttention(keras.layers.Layer):
         training=None,
         cache_layer=None,
     ):
-        self._check_call(
-            query, key_value, padding_mask, cache, cache_index, cache_mask, cache_layer
-        )
+        self._check_call(query, padding_mask, cache, cache_index, cache_mask, cache_layer)
         seq = ops.shape(query)[1]
         start = 0 if cache_index is None else ops.cast(cache_index, "int32")
-        if self._cross:
-            q = self._split(self.query_dense(query))  # (B, T, H, D)
-            kv = self._split(self.key_value_dense(key_value), 2)  # (B, Tk, 2, H, D)
-            k, v = ops.unstack(kv, axis=2)  # (B, Tk, H, D)
-        else:
-            qkv = self._split(self.qkv_dense(query), 3)  # (B, T, 3, H, D)
-            # unstack, not three slices: its gradient is one stack, where a slice's
-            # gradient pads a zero tensor of the full (B, T, 3, H, D) size each.
-            q, k, v = ops.unstack(qkv, axis=2)  # (B, T, H, D)
+        qkv = self._split(self.qkv_dense(query), 3)  # (B, T, 3, H, D)
+        # unstack, not three slices: its gradient is one stack, where a slice's gradient
+        # pads a zero tensor of the full (B, T, 3, H, D) size each.
+        q, k, v = ops.unstack(qkv, axis=2)  # (B, T, H, D)
         if self.rotary:
             if position_ids is None:
                 position_ids = start + ops.arange(seq, dtype="int32")[None, :]  # (1, T)
             q = self.rotary_embedding(q, position_ids)
-            key_positions = position_ids
-            if self._cross:
-                key_positions = ops.arange(ops.shape(k)[1], dtype="int32")[None, :]
-            k = self.rotary_embedding(k, key_positions)
+            k = self.rotary_embedding(k, position_ids)
         if cache is not None:
             # One dynamic-update-slice of the (loop-carried) cache: XLA writes it in place.
             new = ops.cast(ops.stack([k, v], axis=1), cache.dtype)  # (B, 2, T, H, D)
@@ -206,28 +187,17 @@ class MultiHeadAttention(keras.layers.Layer):
         """(..., groups * H * D) projections -> (..., *groups, H, D)."""
         return ops.reshape(x, (*ops.shape(x)[:-1], *groups, self.num_heads, self._dim))
 
-    def _check_call(
-        self, query, key_value, padding_mask, cache, cache_index, cache_mask, cache_layer
-    ):
+    def _check_call(self, query, padding_mask, cache, cache_index, cache_mask, cache_layer):
         """Raises ValueError when arguments contradict each other or the built layer."""
         _check_rank("query", query.shape, 3)
-        if (key_value is not None) != self._cross:
-            kind = "cross" if self._cross else "self"
-            raise ValueError(
-                f"{self.name} was built for {kind}-attention; call it "
-                f"{'with' if self._cross else 'without'} key_value every time."
-            )
-        keys = key_value if key_value is not None else query
         if padding_mask is not None:
             if cache is not None:
                 raise ValueError("in cache mode pass cache_mask (B, S), not padding_mask.")
-            _check_mask("padding_mask", padding_mask.shape, keys.shape[:2])
+            _check_mask("padding_mask", padding_mask.shape, query.shape[:2])
         if cache is None:
             if cache_index is not None or cache_mask is not None:
                 raise ValueError("cache_index and cache_mask need a cache.")
             return
-        if self._cross:
-            raise ValueError("the KV cache is for self-attention only.")
         if cache_index is None:
             raise ValueError("a cache needs cache_index, the slot of the first query token.")
         shape = tuple(cache.shape)
