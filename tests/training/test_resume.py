@@ -12,6 +12,7 @@ import pytest
 from keras import ops
 
 from tests.training.train_worker import shared_cache_dir, tiny_config
+from tflm.config import read_config, save_config
 from tflm.model_dir import load_model_dir
 from tflm.training import train
 
@@ -20,6 +21,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 # 30 steps, backups and checkpoints every 5; no text samples (their compile is slow).
 OVERRIDES = {"train__sample_every": 0}
 KILL_AFTER = 10
+FLAT_RUN = os.path.join(ROOT, "tests", "fixtures", "flat_run_dir")
 
 
 @pytest.fixture(scope="module")
@@ -76,4 +78,32 @@ def test_killed_run_resumes_at_its_step_and_ends_with_the_same_weights(tmp_path,
     for got, want in zip(_weights(workdir), _weights(reference)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(resumed["validation_loss"], summary["validation_loss"],
+                               rtol=1e-5)
+
+
+def test_a_run_of_the_flat_config_layout_resumes_with_this_code(tmp_path, cache_dir):
+    """A run killed under the code before config.model.backbone existed (fixture) is
+    resumed by this code from its step-5 backup (weights and optimizer state) and ends
+    with the weights that run reached uninterrupted under the old code."""
+    import shutil
+
+    workdir = str(tmp_path / "flat_run")
+    shutil.copytree(FLAT_RUN, workdir, ignore=shutil.ignore_patterns("reference_*"))
+    path = os.path.join(workdir, "config.json")
+    with open(path) as f:
+        values = json.load(f)
+    assert "backbone" not in values["model"]  # the flat layout
+    values["data"]["cache_dir"] = cache_dir  # where this test session keeps its caches
+    with open(path, "w") as f:
+        json.dump(values, f)
+    config = read_config(path)  # converted on read
+    save_config(config, path)
+    summary = train(config, workdir)
+    assert summary["resumed_from_step"] == 5 and summary["final_step"] == 30
+    reference = np.load(os.path.join(FLAT_RUN, "reference_weights.npz"))
+    for got, want in zip(_weights(workdir), [reference[k] for k in reference.files]):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    with open(os.path.join(FLAT_RUN, "reference_summary.json")) as f:
+        expected = json.load(f)
+    np.testing.assert_allclose(summary["validation_loss"], expected["validation_loss"],
                                rtol=1e-5)
