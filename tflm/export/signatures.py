@@ -180,31 +180,6 @@ def logits_signature(module, batch=None, length=None):
     return logits
 
 
-def call_with_layer_caches(model, token_ids, caches, cache_index):
-    """``model.call_with_cache`` with one cache tensor per layer: ``(logits, caches)``.
-
-    TFLite kernels take at most 5-D tensors and the model's cache is 6-D
-    (B, L, 2, S, H, D), so TFLite signatures carry L tensors (B, 2, S, H, D) and this
-    runs the backbone's blocks one by one (the same layers and weights as
-    ``call_with_cache``). Separate tensors also spare a decode step the copies that
-    slicing and re-stacking one big cache would cost.
-    """
-    backbone = model.backbone
-    seq = ops.shape(token_ids)[1]
-    positions = cache_index + ops.arange(seq, dtype="int32")[None, :]  # (1, T)
-    x = backbone.embedding(token_ids, position_ids=positions)  # (B, T, hidden)
-    if backbone.embedding_norm is not None:
-        x = backbone.embedding_norm(x)
-    new_caches = []
-    for block, cache in zip(backbone.blocks, caches):
-        x, cache = block(x, cache=cache, cache_index=cache_index,
-                         position_ids=positions)  # cache (B, 2, S, H, D)
-        new_caches.append(cache)
-    if backbone.final_norm is not None:
-        x = backbone.final_norm(x)
-    return model.logits(x), new_caches  # (B, T, V), L x (B, 2, S, H, D)
-
-
 def cache_names(module) -> list[str]:
     """The TFLite cache tensor names: ``cache_0`` ... ``cache_{L-1}``."""
     return [f"cache_{i}" for i in range(module.cache_shape[1])]
@@ -232,7 +207,9 @@ def prefill_signature(module):
     def prefill(token_ids, length):
         spec = _layer_cache_spec(module, "cache")
         caches = [tf.zeros(spec.shape, module.model.compute_dtype) for _ in names]
-        logits, caches = call_with_layer_caches(module.model, token_ids, caches, 0)
+        # One (B, 2, S, H, D) cache per layer: TFLite kernels stop at 5-D, and separate
+        # tensors spare a decode step the copies of slicing one 6-D cache.
+        logits, caches = module.model.call_with_cache(token_ids, caches, 0)
         last = tf.reshape(tf.clip_by_value(length, 1, window) - 1, [1])
         return {"logits": tf.gather(logits, last, axis=1)[:, 0], **dict(zip(names, caches))}
 
@@ -251,7 +228,7 @@ def decode_signature(module):
         *[_layer_cache_spec(module, name) for name in names],
     ])
     def decode(token_id, index, *caches):
-        logits, caches = call_with_layer_caches(module.model, token_id, caches, index)
+        logits, caches = module.model.call_with_cache(token_id, list(caches), index)
         return {"logits": logits[:, 0], **dict(zip(names, caches))}
 
     return decode
