@@ -96,7 +96,8 @@ def test_train_evaluate_generate_through_the_command(tmp_path):
     summary = json.loads(result.stdout[result.stdout.index("{"):])
     assert summary["final_step"] == 6
     assert (workdir / "model" / "config.json").exists()
-    assert "perplexity" in result.stdout.splitlines()[0]  # the one-line report
+    report = [line for line in result.stdout.splitlines() if line.startswith("Validation")]
+    assert "perplexity" in report[0] and "unigram baseline" in report[0]
 
     result = run_cli("evaluate", f"--model={workdir / 'model'}", "--batch_size=4",
                      timeout=300)

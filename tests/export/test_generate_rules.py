@@ -8,9 +8,10 @@ import pytest
 import tensorflow as tf
 
 from tests.generation.conftest import tiny_gpt
+from tflm import special_ids
 from tflm.export.saved_model import ServingModule
 from tflm.export.signatures import decode_window, window_ids
-from tflm.generation import generate_ids, special_ids
+from tflm.generation import generate_ids
 
 PROMPTS = [[5], [7, 1, 9], [3, 4, 5, 6, 7, 8, 9, 10]]
 NEW, PAD = 8, 63

@@ -9,6 +9,7 @@ function of `(seed, step)` (see `tflm.data.step_stream`).
 import numpy as np
 import tensorflow as tf
 
+from tflm import special_ids
 from tflm.data import step_stream
 from tflm.data.blocks import cache_arrays, count_blocks, joined_stream, pack_blocks
 
@@ -123,10 +124,10 @@ def causal_lm_pipeline(
 
     Blocks of `data_config.seq_len + 1` tokens of `caches[split]`, documents joined with
     the tokenizer's end-of-text; a last partial block per `data_config.remainder`, padded
-    with the tokenizer's pad id (its end-of-text where it has none). `training` gives
-    `causal_lm_dataset` from `start_step`, else `causal_lm_eval_dataset`.
+    with `tflm.special_ids.pad_id` (the tokenizer's pad, else its end-of-text).
+    `training` gives `causal_lm_dataset` from `start_step`, else `causal_lm_eval_dataset`.
     """
-    pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id
+    pad_id = special_ids.pad_id(tokenizer)
     if training:
         return causal_lm_dataset(
             caches[split], data_config.seq_len, batch_size, seed, start_step=start_step,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tflm.generation import special_ids
+from tflm import special_ids
 
 
 def token_stream(tokenizer, texts: list[str]) -> np.ndarray:

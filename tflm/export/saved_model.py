@@ -19,9 +19,9 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from tflm import special_ids
 from tflm.errors import ExportError
 from tflm.export import reference, signatures
-from tflm.generation import special_ids
 
 GENERATE_DEFAULTS = {"max_new_tokens": 64, "temperature": 0.0, "top_k": 0, "top_p": 1.0,
                      "seed": 0}

@@ -14,8 +14,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from tflm import special_ids
 from tflm.errors import GenerationError
-from tflm.generation import special_ids
 from tflm.generation.decode import bucket_length, compile_fn
 from tflm.generation.decoder import get_decoder
 

@@ -1,8 +1,10 @@
 """Which id pads a sequence and which starts one: the rules of generation, export and
-training, each in one function.
+the data pipelines, each in one function.
 
-A tokenizer here is anything with ``pad_id`` / ``eos_id`` / ``cls_id`` attributes (a
-``tflm.text`` tokenizer; a missing attribute counts as None).
+A leaf module (no imports of its own, like ``tflm.errors``), so ``tflm.data`` (TensorFlow)
+and ``tflm.generation`` (keras.ops only, also on JAX) share it. A tokenizer here is
+anything with ``pad_id`` / ``eos_id`` / ``cls_id`` attributes (a ``tflm.text``
+tokenizer; a missing attribute counts as None).
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 import pytest
 
-from tflm.generation import LanguageModel, special_ids
+from tests.generation.conftest import tiny_gpt
+from tflm import special_ids
+from tflm.generation import LanguageModel
 from tflm.text import train_tokenizer
 
 TEXTS = ["the cat sat on the mat", "hello world, the end"] * 5
@@ -52,8 +54,8 @@ def test_fallbacks(ids, pad, start):
     assert (special_ids.pad_id(tokenizer), special_ids.start_id(tokenizer)) == (pad, start)
 
 
-def test_language_model_starts_empty_prompts_and_scores_after_the_start_id(tokenizer, make_gpt):
-    lm = LanguageModel(make_gpt(vocabulary_size=tokenizer.vocabulary_size), tokenizer)
+def test_language_model_starts_empty_prompts_and_scores_after_the_start_id(tokenizer):
+    lm = LanguageModel(tiny_gpt(vocabulary_size=tokenizer.vocabulary_size), tokenizer)
     ids = lm.generate(["", "the cat"], max_new_tokens=3, sampler="greedy", return_ids=True)[1]
     assert all(1 <= len(row) <= 3 for row in ids)
     empty, text = lm.score(["", "the cat"])
