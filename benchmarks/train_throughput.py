@@ -175,7 +175,7 @@ def main() -> None:
     base_config = load_config(CONFIG)
     seq, batch = base_config.data.seq_len, base_config.train.batch_size
     tokens_per_step = batch * seq
-    fpt = build_model(base_config).flops_per_token(seq)
+    fpt = build_model(base_config).flops_per_token(base_config.data)
     batches = synthetic_batches(base_config, 4)
     models, notes, runs = {}, {}, {}
     for v in VARIANTS:

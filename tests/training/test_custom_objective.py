@@ -25,7 +25,7 @@ from tflm.data import step_stream
 from tflm.errors import ConfigError
 from tflm.model_dir import LoadedModel, build_model, load_model_dir
 from tflm.models import Objective, register_objective, unregister_objective
-from tflm.models.gpt import build_backbone
+from tflm.models.backbone import build_backbone
 from tflm.training import evaluate, train
 
 NAME = "first_token_parity"
@@ -47,7 +47,7 @@ class FirstTokenParity(keras.Model):
         pooled = self.backbone(inputs, training=training)["pooled_output"]  # (B, hidden)
         return ops.cast(self.head(pooled), "float32")  # (B, num_classes)
 
-    def flops_per_token(self, seq_len):
+    def flops_per_token(self, data_config):
         return 6 * self.backbone.count_params()
 
     @staticmethod
@@ -59,10 +59,10 @@ class FirstTokenParity(keras.Model):
         return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
 
 
-def parity_pipeline(caches, tokenizer, data_config, batch_size, *, split, training, seed,
+def parity_pipeline(caches, tokenizer, config, batch_size, *, split, training, seed,
                     start_step=0, input_context=None):
     """The adapter: rows of seq_len consecutive ids; label = first id % 2."""
-    seq_len = data_config.seq_len
+    seq_len = config.data.seq_len
     ids = np.asarray(caches[split].ids)
     rows = ids[: len(ids) // seq_len * seq_len].reshape(-1, seq_len).astype("int32")
     table = tf.constant(rows)

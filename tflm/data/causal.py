@@ -111,7 +111,7 @@ def causal_lm_eval_dataset(
 def causal_lm_pipeline(
     caches,
     tokenizer,
-    data_config,
+    config,
     batch_size: int,
     *,
     split: str = "train",
@@ -122,12 +122,12 @@ def causal_lm_pipeline(
 ) -> tf.data.Dataset:
     """The `causal_lm` objective's pipeline adapter (see `tflm.models.tasks`).
 
-    Blocks of `data_config.seq_len + 1` tokens of `caches[split]`, documents joined with
-    the tokenizer's end-of-text; a last partial block per `data_config.remainder`, padded
+    Blocks of `config.data.seq_len + 1` tokens of `caches[split]`, documents joined with
+    the tokenizer's end-of-text; a last partial block per `config.data.remainder`, padded
     with `tflm.special_ids.pad_id` (the tokenizer's pad, else its end-of-text).
     `training` gives `causal_lm_dataset` from `start_step`, else `causal_lm_eval_dataset`.
     """
-    pad_id = special_ids.pad_id(tokenizer)
+    pad_id, data_config = special_ids.pad_id(tokenizer), config.data
     if training:
         return causal_lm_dataset(
             caches[split], data_config.seq_len, batch_size, seed, start_step=start_step,

@@ -5,6 +5,8 @@ functional graph built in ``__init__`` and the KV-cache decode path
 (:meth:`TransformerBackbone.call_with_cache`) both go through it.
 """
 
+from collections.abc import Mapping
+
 import keras
 from keras import ops
 
@@ -300,6 +302,29 @@ class TransformerBackbone(keras.Model):
         if isinstance(config.get("dtype"), dict):
             config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
         return cls(**config)
+
+
+def build_backbone(backbone, dtype=None) -> TransformerBackbone:
+    """`backbone` itself, or a `TransformerBackbone(**backbone)` built from its arguments
+    (a dict / ConfigDict such as `config.model.backbone`), named "backbone"."""
+    if isinstance(backbone, TransformerBackbone):
+        return backbone
+    if isinstance(backbone, Mapping) or hasattr(backbone, "to_dict"):
+        arguments = dict(backbone.to_dict() if hasattr(backbone, "to_dict") else backbone)
+        return TransformerBackbone(**arguments, name="backbone", dtype=dtype)
+    raise ConfigError(
+        f"backbone must be a TransformerBackbone or its constructor arguments "
+        f"(config.model.backbone); got {type(backbone).__name__}."
+    )
+
+
+def task_arguments(config: dict) -> dict:
+    """A task's `get_config()` ready for its constructor: the serialized backbone
+    (`keras.saving.serialize_keras_object`) deserialized."""
+    config = dict(config)
+    if isinstance(config.get("backbone"), dict) and "class_name" in config["backbone"]:
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+    return config
 
 
 def _check_arguments(hidden_dim, num_heads, position_embedding, num_segments, pooling):

@@ -1,29 +1,13 @@
 """GPT: a causal language model = TransformerBackbone + LM head (tied to the token table)."""
 
-from collections.abc import Mapping
-
 import keras
 from keras import ops
 
 from tflm.errors import ConfigError
-from tflm.models.backbone import TransformerBackbone
+from tflm.models.backbone import build_backbone, task_arguments
 from tflm.models.flops import flops_per_token
 from tflm.models.losses import TokenCrossEntropy
 from tflm.models.metrics import Perplexity
-
-
-def build_backbone(backbone, dtype=None) -> TransformerBackbone:
-    """`backbone` itself, or a `TransformerBackbone(**backbone)` built from its arguments
-    (a dict / ConfigDict such as `config.model.backbone`), named "backbone"."""
-    if isinstance(backbone, TransformerBackbone):
-        return backbone
-    if isinstance(backbone, Mapping) or hasattr(backbone, "to_dict"):
-        arguments = dict(backbone.to_dict() if hasattr(backbone, "to_dict") else backbone)
-        return TransformerBackbone(**arguments, name="backbone", dtype=dtype)
-    raise ConfigError(
-        f"backbone must be a TransformerBackbone or its constructor arguments "
-        f"(config.model.backbone); got {type(backbone).__name__}."
-    )
 
 
 @keras.saving.register_keras_serializable(package="tflm")
@@ -115,11 +99,11 @@ class GPT(keras.Model):
         shape = tuple(inputs["token_ids"].shape) + (self.vocabulary_size,)
         return keras.KerasTensor(shape, dtype="float32")
 
-    def flops_per_token(self, seq_len: int) -> int:
-        """Training FLOPs per token at sequence length `seq_len` (for MFU)."""
+    def flops_per_token(self, data_config) -> int:
+        """Training FLOPs per token at `data_config.seq_len` (for MFU)."""
         b = self.backbone
-        return flops_per_token(b.num_layers, b.hidden_dim, b.intermediate_dim, seq_len,
-                               b.vocabulary_size)
+        return flops_per_token(b.num_layers, b.hidden_dim, b.intermediate_dim,
+                               data_config.seq_len, b.vocabulary_size)
 
     @staticmethod
     def default_loss():
@@ -146,7 +130,4 @@ class GPT(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        if isinstance(config.get("backbone"), dict) and "class_name" in config["backbone"]:
-            config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        return cls(**config)
+        return cls(**task_arguments(config))

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 
-import ml_collections
-
 from tflm import config as config_lib
 from tflm.data import load_corpus
 from tflm.data.token_cache import build_token_cache
@@ -40,17 +38,16 @@ def evaluate(model_dir: str, corpus: str | None = None, split: str = "validation
         ModelDirError, TokenizerError, DataError.
     """
     model, tokenizer, config = load_model_dir(model_dir)
-    data_config = config_lib.config_to_dict(config)["data"]
     if corpus:
-        data_config["corpus"] = corpus
-    data_config = ml_collections.ConfigDict(data_config)
-    source = load_corpus(data_config)
+        values = config_lib.config_to_dict(config)
+        values["data"]["corpus"] = corpus
+        config = config_lib.config_from_dict(values)
+    source = load_corpus(config.data)
     cache = build_token_cache(source, split, tokenizer,
-                              os.path.join(cache_root(data_config), "tokens"))
+                              os.path.join(cache_root(config.data), "tokens"))
     pipeline = get_objective(config.train.objective).resolve("pipeline")
-    dataset = pipeline({split: cache}, tokenizer, data_config,
-                       batch_size or config.train.batch_size, split=split, training=False,
-                       seed=data_config.seed)
+    dataset = pipeline({split: cache}, tokenizer, config, batch_size or config.train.batch_size,
+                       split=split, training=False, seed=config.data.seed)
     if max_batches:
         dataset = dataset.take(max_batches)
     # weighted: padded labels (weight 0) must not count in the metrics

@@ -160,7 +160,7 @@ def _datasets(config, data, strategy, start_step):
     """(distributed training stream from ``start_step``, validation batches)."""
     d, t = config.data, config.train
     pipeline = get_objective(t.objective).resolve("pipeline")
-    common = dict(caches=data.caches, tokenizer=data.tokenizer, data_config=d,
+    common = dict(caches=data.caches, tokenizer=data.tokenizer, config=config,
                   batch_size=t.batch_size, seed=d.seed)
     train_ds = distributed_dataset(strategy, lambda ctx: pipeline(
         **common, split="train", training=True, start_step=start_step, input_context=ctx))
@@ -242,7 +242,7 @@ def _train(config, workdir, out, strategy, data, precision) -> dict:
     peak, device = peak_flops(strategy, precision)
     monitor = TrainingMonitor(
         per_epoch, log_dir, t.log_every, t.batch_size * config.data.seq_len, t.batch_size,
-        task.flops_per_token(config.data.seq_len), peak,
+        task.flops_per_token(config.data), peak,
         initial_validation=initial if start_step == 0 else None)
     callbacks = _callbacks(config, per_epoch, out, task, backup, monitor, extra)
     history = {}
