@@ -1,14 +1,14 @@
 """bert_base: the BERT-base shape (12 layers, d 768, 12 heads, FFN 3072, seq 512).
 
-Like ``bert_mini.py``: fails with a clear ConfigError until the masked-LM objective is
-registered (``causal_lm`` needs a causal backbone).
+BERT's recipe: masked LM + next sentence prediction on WikiText-103, WordPiece 30522,
+batch 256, 1M steps, AdamW 1e-4 with 10k warm-up steps and linear decay.
 """
 
 from tflm.config import base_config
 
 
 def get_config():
-    config = base_config()
+    config = base_config("masked_lm")
     config.model.backbone.vocabulary_size = 30522
     config.model.backbone.num_layers = 12
     config.model.backbone.hidden_dim = 768
@@ -21,6 +21,7 @@ def get_config():
     config.model.backbone.activation = "gelu"
     config.model.backbone.layer_norm_epsilon = 1e-12
     config.model.backbone.num_segments = 2
+    config.model.pair_task = "nsp"
     config.data.corpus = "wikitext-103-raw"
     config.data.download = True
     config.data.tokenizer = "wordpiece"

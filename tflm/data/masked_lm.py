@@ -8,9 +8,12 @@ epoch sees new masks (dynamic masking) and a resumed run sees the same ones.
 import numpy as np
 import tensorflow as tf
 
+from tflm import special_ids
 from tflm.data import step_stream
 from tflm.data.blocks import cache_arrays, joined_stream, pack_blocks
-from tflm.data.masking import MaskingSpec, mask_tokens, step_noise
+from tflm.data.masking import MaskingSpec, mask_tokens, step_noise, word_starts
+from tflm.data.pairs import sentence_pair_dataset, sentence_pair_eval_dataset
+from tflm.errors import DataError
 
 
 def _sequences(cache, seq_len, cls_id, sep_id, pad_id, remainder, split):
@@ -103,3 +106,88 @@ def _batch_maker(sequences, lengths, seed, batch_size, masking):
         return x, masked["mask_ids"], masked["mask_weights"]
 
     return make_batch
+
+
+def tokenizer_word_starts(tokenizer) -> np.ndarray:
+    """bool (V,): True where a token of `tokenizer` starts a word (whole-word masking).
+
+    WordPiece continues words with "##" pieces; SentencePiece starts them with "▁".
+
+    Raises:
+        DataError: a tokenizer kind without word boundaries in its pieces (byte BPE).
+    """
+    vocabulary = [tokenizer.id_to_token(i) for i in range(tokenizer.vocabulary_size)]
+    if tokenizer.kind == "wordpiece":
+        return word_starts(vocabulary)
+    if tokenizer.kind == "sentencepiece":
+        return np.array([t.startswith("\u2581") for t in vocabulary], bool)
+    raise DataError(
+        f"whole-word masking needs word boundaries in the vocabulary; a {tokenizer.kind} "
+        "tokenizer has none. Use config.data.tokenizer='wordpiece' or 'sentencepiece', or "
+        "set config.data.whole_word_masking=False."
+    )
+
+
+def masking_spec(tokenizer, data_config) -> MaskingSpec:
+    """The `MaskingSpec` of a run: the tokenizer's [MASK] and special ids, and
+    `config.data.mask_rate`, `max_predictions`, `whole_word_masking`."""
+    word_start = tokenizer_word_starts(tokenizer) if data_config.whole_word_masking else None
+    return MaskingSpec(
+        mask_id=tokenizer.mask_id, vocabulary_size=tokenizer.vocabulary_size,
+        special_ids=tokenizer.special_ids, mask_rate=data_config.mask_rate,
+        max_predictions=data_config.max_predictions, word_start=word_start,
+    )
+
+
+def masked_lm_pipeline(
+    caches,
+    tokenizer,
+    config,
+    batch_size: int,
+    *,
+    split: str = "train",
+    training: bool = True,
+    seed: int = 0,
+    start_step: int = 0,
+    input_context: tf.distribute.InputContext | None = None,
+) -> tf.data.Dataset:
+    """The `masked_lm` objective's pipeline adapter (see `tflm.models.tasks`).
+
+    With `config.model.pair_task` "nsp" / "sop": `[CLS] A [SEP] B [SEP]` pairs of
+    `caches[split]` (`sentence_pair_dataset`), masked; with "none": `[CLS] block [SEP]`
+    sequences (`masked_lm_dataset`). Masks follow `masking_spec` and are drawn from
+    `(seed, step)`: a new mask each time a sequence is seen in training, the same masks
+    on every evaluation.
+
+    Returns:
+        `(x, y, sample_weight)`: `x = {"token_ids", "padding_mask", "segment_ids",
+        "mask_positions"}`, `y = {"mlm": masked ids (B, P), "pair": labels (B,)}` and
+        `sample_weight = {"mlm": mask weights (B, P), "pair": ones (B,)}` (no "pair"
+        without a pair task).
+    """
+    d, pair_task = config.data, config.model.pair_task
+    masking = masking_spec(tokenizer, d)
+    cache, pad_id = caches[split], special_ids.pad_id(tokenizer)
+    cls_id, sep_id = tokenizer.cls_id, tokenizer.sep_id
+    if pair_task == "none":
+        if training:
+            dataset = masked_lm_dataset(
+                cache, d.seq_len, batch_size, seed, masking, cls_id, sep_id, pad_id,
+                start_step=start_step, remainder=d.remainder, input_context=input_context,
+                split=split)
+        else:
+            dataset = masked_lm_eval_dataset(
+                cache, d.seq_len, batch_size, masking, cls_id, sep_id, pad_id, seed=seed,
+                remainder=d.remainder, split=split)
+        return dataset.map(lambda x, y, w: (x, {"mlm": y}, {"mlm": w}))
+    if training:
+        dataset = sentence_pair_dataset(
+            cache, d.seq_len, batch_size, seed, pair_task, cls_id, sep_id, pad_id,
+            masking=masking, start_step=start_step, input_context=input_context, split=split)
+    else:
+        dataset = sentence_pair_eval_dataset(
+            cache, d.seq_len, batch_size, pair_task, cls_id, sep_id, pad_id,
+            masking=masking, seed=seed, split=split)
+    return dataset.map(lambda x, y, w: (
+        x, {"mlm": y["mask_ids"], "pair": y["next_sentence_label"]},
+        {"mlm": w["mask_ids"], "pair": w["next_sentence_label"]}))

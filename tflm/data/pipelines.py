@@ -19,7 +19,12 @@ from tflm.data.classification import (
     save_labels,
 )
 from tflm.data.contrastive import supervised_contrastive_dataset, unsupervised_contrastive_dataset
-from tflm.data.masked_lm import masked_lm_dataset, masked_lm_eval_dataset
+from tflm.data.masked_lm import (
+    masked_lm_dataset,
+    masked_lm_eval_dataset,
+    masked_lm_pipeline,
+    masking_spec,
+)
 from tflm.data.masking import MaskingSpec, mask_tokens
 from tflm.data.pairs import sentence_pair_dataset, sentence_pair_eval_dataset
 from tflm.data.step_stream import distributed_dataset
@@ -37,6 +42,8 @@ __all__ = [
     "mask_tokens",
     "masked_lm_dataset",
     "masked_lm_eval_dataset",
+    "masked_lm_pipeline",
+    "masking_spec",
     "num_blocks",
     "save_labels",
     "sentence_pair_dataset",

@@ -2,10 +2,12 @@
 
 from tflm.layers.attention import MultiHeadAttention
 from tflm.layers.embedding import TokenAndPositionEmbedding
+from tflm.layers.masked_lm_head import MaskedLMHead
 from tflm.layers.rotary import RotaryEmbedding
 from tflm.layers.transformer import TransformerBlock
 
 __all__ = [
+    "MaskedLMHead",
     "MultiHeadAttention",
     "RotaryEmbedding",
     "TokenAndPositionEmbedding",

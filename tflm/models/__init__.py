@@ -1,6 +1,7 @@
 """Models: the Transformer backbone, the task models built on it, the objective registry."""
 
 from tflm.models.backbone import TransformerBackbone, pool
+from tflm.models.bert import BertPretrainer
 from tflm.models.flops import flops_per_token
 from tflm.models.gpt import GPT
 from tflm.models.losses import TokenCrossEntropy, token_cross_entropy
@@ -14,6 +15,7 @@ from tflm.models.tasks import (
 )
 
 __all__ = [
+    "BertPretrainer",
     "GPT",
     "Objective",
     "Perplexity",

@@ -46,6 +46,7 @@ import inspect
 from collections.abc import Callable
 
 from tflm.errors import ConfigError
+from tflm.models.bert import BertPretrainer
 from tflm.models.gpt import GPT
 
 
@@ -161,4 +162,16 @@ register_objective(Objective(
     export="tflm.export.api:export_causal_lm",
     description="next-token prediction (GPT): documents joined with end-of-text, packed "
                 "into blocks",
+))
+
+register_objective(Objective(
+    name="masked_lm",
+    task=BertPretrainer,
+    pipeline="tflm.data.masked_lm:masked_lm_pipeline",
+    special_tokens=("mask", "cls", "sep", "pad"),
+    causal=False,
+    interface="tflm.generation.masked_lm:MaskedLanguageModel",
+    export="tflm.export.encoder:export_masked_lm",
+    description="masked-LM pre-training (BERT: 15% masking, 80/10/10) with next-sentence "
+                "(nsp) or sentence-order (sop) prediction, or none",
 ))
