@@ -2,6 +2,7 @@
 
 from tflm.models.backbone import TransformerBackbone, pool
 from tflm.models.bert import BertPretrainer
+from tflm.models.electra import ElectraPretrainer
 from tflm.models.flops import flops_per_token
 from tflm.models.gpt import GPT
 from tflm.models.losses import TokenCrossEntropy, token_cross_entropy
@@ -16,6 +17,7 @@ from tflm.models.tasks import (
 
 __all__ = [
     "BertPretrainer",
+    "ElectraPretrainer",
     "GPT",
     "Objective",
     "Perplexity",

@@ -47,6 +47,7 @@ from collections.abc import Callable
 
 from tflm.errors import ConfigError
 from tflm.models.bert import BertPretrainer
+from tflm.models.electra import ElectraPretrainer
 from tflm.models.gpt import GPT
 
 
@@ -174,4 +175,14 @@ register_objective(Objective(
     export="tflm.export.encoder:export_masked_lm",
     description="masked-LM pre-training (BERT: 15% masking, 80/10/10) with next-sentence "
                 "(nsp) or sentence-order (sop) prediction, or none",
+))
+
+register_objective(Objective(
+    name="electra",
+    task=ElectraPretrainer,
+    pipeline="tflm.data.electra:electra_pipeline",
+    special_tokens=("mask", "cls", "sep", "pad"),
+    causal=False,
+    description="replaced-token detection (ELECTRA): a small masked-LM generator fills "
+                "15% of the tokens, the discriminator spots the replaced ones",
 ))
