@@ -17,7 +17,8 @@ def run_cli(*args, timeout=120):
 def test_help_lists_every_subcommand():
     result = run_cli("--help")
     assert result.returncode == 0
-    for name in ("train", "evaluate", "generate", "embed", "finetune", "export", "tokenizer"):
+    for name in ("train", "evaluate", "generate", "fill-mask", "embed", "finetune", "export",
+                 "tokenizer"):
         assert f"  {name}" in result.stdout
 
 
@@ -122,3 +123,35 @@ def test_train_evaluate_generate_through_the_command(tmp_path):
                      "--max_new_tokens=5", "--sampler=nucleus", timeout=300)
     assert result.returncode == 1
     assert "nucleus" in result.stderr and "top_p" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def masked_lm_dir(tmp_path_factory):
+    """An (untrained) tiny masked-LM model directory with a WordPiece tokenizer."""
+    from tflm.config import base_config, validate
+    from tflm.model_dir import build_model, save_model_dir
+    from tflm.text import train_tokenizer
+
+    texts = ["The quick brown fox jumps over the lazy dog.", "A function returns."] * 20
+    tokenizer = train_tokenizer("wordpiece", texts, 80, lowercase=True)
+    config = base_config("masked_lm")
+    config.model.backbone.update(vocabulary_size=tokenizer.vocabulary_size, num_layers=1,
+                                 hidden_dim=16, num_heads=2, intermediate_dim=32,
+                                 max_sequence_length=16, causal=False, num_segments=2)
+    config.data.update(seq_len=16, tokenizer="wordpiece", lowercase=True)
+    config = validate(config)
+    path = str(tmp_path_factory.mktemp("bert") / "model")
+    return save_model_dir(path, build_model(config), tokenizer, config)
+
+
+def test_fill_mask_command_prints_candidates_per_mask(masked_lm_dir):
+    result = run_cli("fill-mask", f"--model={masked_lm_dir}", "--text=the [MASK] fox [MASK]",
+                     "--text=a [MASK] returns", "--top_k=3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout)
+    assert [len(r["masks"]) for r in out] == [2, 1]
+    assert all(len(m) == 3 and m[0]["score"] >= m[-1]["score"] for r in out for m in r["masks"])
+    result = run_cli("fill-mask", f"--model={masked_lm_dir}", "--text=no mask here")
+    assert result.returncode == 1 and "no mask token '[MASK]'" in result.stderr
+    result = run_cli("generate", f"--model={masked_lm_dir}", "--prompt=The")
+    assert result.returncode == 1 and "does not generate text" in result.stderr

@@ -3,6 +3,7 @@
     tflm train --config=configs/gpt_mini.py --workdir=runs/x [--config.train.steps=100]
     tflm evaluate --model=runs/x/model [--corpus=...] [--split=validation]
     tflm generate --model=runs/x/model --prompt="Once" [--sampler=top_p ...]
+    tflm fill-mask --model=runs/bert/model --text="The [MASK] statement." [--top_k=5]
     tflm tokenizer --corpus=... --kind=bpe --vocab_size=8192 --out=DIR [--encode]
     tflm export --model=runs/x/model --out=DIR --format=saved_model|tflite
 
@@ -29,6 +30,7 @@ SUMMARIES = {
     "train": "pre-train a model from a config file into a run directory",
     "evaluate": "perplexity of a model directory on a corpus split (JSON)",
     "generate": "generate text from a model directory",
+    "fill-mask": "the most likely tokens at each [MASK] of a text (masked-LM models; JSON)",
     "embed": "sentence embeddings from an encoder model directory",
     "finetune": "fine-tune a model directory on a downstream task",
     "export": "export a model directory as a SavedModel or TFLite model",
@@ -229,6 +231,28 @@ def _generate(argv) -> None:
         print(f"--- {prompt!r}\n{prompt}{text}\n")
 
 
+def _fill_mask_flags() -> None:
+    flags.DEFINE_string("model", None, "A masked-LM model directory (e.g. runs/bert/model).")
+    flags.DEFINE_multi_string("text", [], "A text holding the tokenizer's mask token "
+                              "([MASK]); repeat for several.")
+    flags.DEFINE_integer("top_k", 5, "Candidates per mask token.")
+    flags.mark_flag_as_required("model")
+
+
+def _fill_mask(argv) -> None:
+    import tflm
+    from tflm.errors import GenerationError
+
+    if not FLAGS.text:
+        raise GenerationError("give at least one --text with a [MASK] in it.")
+    lm = tflm.load(FLAGS.model)
+    if not hasattr(lm, "fill_mask"):
+        raise GenerationError(f"the model in {FLAGS.model} ({lm.config.train.objective}) is "
+                              "not a masked LM; fill-mask needs one (e.g. configs/bert_mini.py).")
+    results = lm.fill_mask(list(FLAGS.text), top_k=FLAGS.top_k)
+    _print_json([{"text": text, "masks": masks} for text, masks in zip(FLAGS.text, results)])
+
+
 def _tokenizer_flags() -> None:
     flags.DEFINE_string("corpus", "builtin", "builtin, a WikiText name, or files/dir/glob.")
     flags.DEFINE_enum("kind", "bpe", ["bpe", "wordpiece", "sentencepiece"], "Tokenizer kind.")
@@ -282,6 +306,7 @@ COMMANDS: dict[str, tuple[Callable, Callable]] = {
     "train": (_train_flags, _train),
     "evaluate": (_evaluate_flags, _evaluate),
     "generate": (_generate_flags, _generate),
+    "fill-mask": (_fill_mask_flags, _fill_mask),
     "embed": _not_implemented("embed", "the contrastive sentence-embedding issue"),
     "finetune": _not_implemented("finetune", "the fine-tuning issue"),
     "export": (_export_flags, _export),
