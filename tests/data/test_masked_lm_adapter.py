@@ -103,3 +103,16 @@ def test_whole_word_masking_needs_word_boundaries(train_texts=TEXTS):
     bpe = train_tokenizer("bpe", train_texts, 300)
     with pytest.raises(DataError, match="whole-word masking.*wordpiece"):
         tokenizer_word_starts(bpe)
+
+
+def test_a_corpus_of_one_segment_documents_names_the_fix(tokenizer):
+    short = types.SimpleNamespace(ids=np.arange(5, 65, dtype=np.int32) % 100 + 5,
+                                  offsets=np.arange(0, 61, 6, dtype=np.int64))  # 10-token docs
+    caches = {"train": short}
+    with pytest.raises(DataError, match=r"no sentence pair.*pair_task='none'"):
+        masked_lm_pipeline(caches, tokenizer, _config("nsp"), 4, split="train", training=True,
+                           seed=0)
+    # Without pairs the same corpus trains.
+    x, _, _ = _batches(masked_lm_pipeline(caches, tokenizer, _config("none"), 4,
+                                          split="train", training=True, seed=0), 1)[0]
+    assert x["token_ids"].shape == (4, 32)

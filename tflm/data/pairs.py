@@ -69,13 +69,14 @@ def _batch_maker(
     if not len(anchors):
         raise DataError(
             f"corpus split {split}: no document is longer than one segment of {segment_len} "
-            "tokens, so no sentence pair can be built; use longer documents or a smaller "
-            "config.data.seq_len."
+            "tokens, so no sentence pair can be built; use longer documents, a smaller "
+            "config.data.seq_len, or masked LM without pairs (config.model.pair_task='none')."
         )
     if task == "nsp" and np.count_nonzero(seg["count"]) < 2:
         raise DataError(
             f"corpus split {split}: next sentence prediction needs at least two non-empty "
-            "documents to draw random segments from; add documents or use task='sop'."
+            "documents to draw random segments from; add documents, or use sentence order "
+            "(config.model.pair_task='sop') or no pairs ('none')."
         )
     table = {k: tf.constant(v, tf.int64) for k, v in seg.items()}
     ids_table, anchor_table = tf.constant(ids), tf.constant(anchors, tf.int64)
