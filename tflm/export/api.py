@@ -31,6 +31,23 @@ def corpus_texts(config, max_documents: int = 200) -> tuple[list[str], list[str]
     return train, held_out[:max_documents] or train
 
 
+def verification_texts(config, quantize: str = "none") -> tuple[list[str], list[str]]:
+    """``corpus_texts(config)``, or built-in probe texts (warned) when the corpus cannot
+    be read.
+
+    Raises:
+        ExportError: ``quantize="int8"`` (calibration needs the corpus) and an unreadable
+            corpus.
+    """
+    try:
+        return corpus_texts(config)
+    except DataError as e:
+        if quantize == "int8":
+            raise ExportError(f"int8 calibration needs the training corpus: {e}") from e
+        logging.warning("corpus unreadable (%s); verifying on built-in probe texts", e)
+        return _PROBE_TEXTS, _PROBE_TEXTS
+
+
 def export_model(model_dir: str, out: str, format: str = "saved_model",
                  quantize: str = "none") -> dict:
     """Exports the model directory ``model_dir`` to ``out``; returns the report.
@@ -83,13 +100,7 @@ def export_causal_lm(model, tokenizer, config, out: str, format: str = "saved_mo
         ExportError: int8 without a readable training corpus, or a SavedModel that does
             not match the Keras model.
     """
-    try:
-        train_texts, held_out = corpus_texts(config)
-    except DataError as e:
-        if quantize == "int8":
-            raise ExportError(f"int8 calibration needs the training corpus: {e}") from e
-        logging.warning("corpus unreadable (%s); verifying on built-in probe texts", e)
-        train_texts, held_out = _PROBE_TEXTS, _PROBE_TEXTS
+    train_texts, held_out = verification_texts(config, quantize)
     os.makedirs(out, exist_ok=True)
     if format == "tflite":
         return export_tflite(

@@ -31,15 +31,20 @@ class ModelModule(tf.Module):
     """The model and its fixed shapes, for signatures on token ids (TFLite needs no more).
 
     Args:
-        model: a ``tflm.models.GPT`` (anything with ``call``, ``call_with_cache``,
-            ``init_cache`` and ``max_sequence_length``).
+        model: a Keras task with ``max_sequence_length`` (window S): a
+            ``tflm.models.GPT`` (``call``, ``call_with_cache``, ``init_cache``) or a
+            ``tflm.models.BertPretrainer`` (``backbone``, ``mlm_head``).
     """
 
     def __init__(self, model, name: str = "tflm_model"):
         super().__init__(name=name)
         self.model = model
         self.window = int(model.max_sequence_length)
-        self.cache_shape = tuple(int(d) for d in model.init_cache(1, self.window).shape)
+
+    @property
+    def cache_shape(self) -> tuple[int, ...]:
+        """The KV-cache shape of one sequence (1, L, 2, S, H, D) (models with a cache)."""
+        return tuple(int(d) for d in self.model.init_cache(1, self.window).shape)
 
 
 class ServingModule(ModelModule):
@@ -96,15 +101,35 @@ def export_saved_model(
     Raises:
         ExportError: the version directory exists and is not empty, or saving fails.
     """
+    path = version_path(out, name, version)
+    module = ServingModule(model, tokenizer, generate_defaults)
+    return save_serving(module, path, serving_signatures)
+
+
+def version_path(out: str, name: str, version: int) -> str:
+    """``out/<name>/<version>``, the TF Serving directory of a new version.
+
+    Raises:
+        ExportError: the directory exists and is not empty (versions are immutable).
+    """
     path = os.path.join(out, name, str(int(version)))
     if os.path.isdir(path) and os.listdir(path):
         raise ExportError(
             f"{path} already holds a SavedModel; TF Serving versions are immutable, so "
             "pass a new --config.export.version or remove the directory"
         )
-    module = ServingModule(model, tokenizer, generate_defaults)
+    return path
+
+
+def save_serving(module: ServingModule, path: str, make_signatures) -> str:
+    """Saves ``module`` with the signatures ``make_signatures(module)`` to ``path``, then
+    removes its temporary tokenizer copy; returns ``path``.
+
+    Raises:
+        ExportError: saving fails.
+    """
     try:
-        tf.saved_model.save(module, path, signatures=serving_signatures(module))
+        tf.saved_model.save(module, path, signatures=make_signatures(module))
     except (ValueError, TypeError, tf.errors.OpError) as e:
         raise ExportError(f"saving the SavedModel to {path} failed: {e}") from e
     finally:

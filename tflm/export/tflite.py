@@ -59,6 +59,13 @@ def save_tflite_signatures(model, path: str) -> str:
         "prefill": signatures.prefill_signature(module),
         "decode": signatures.decode_signature(module),
     }
+    return save_frozen(functions, path)
+
+
+def save_frozen(functions: dict, path: str) -> str:
+    """Writes a SavedModel whose signatures are ``functions`` (name -> ``tf.function``
+    with an ``input_signature``, returning a dict) with their variables frozen; returns
+    ``path``."""
     # Weights as constants: the TFLite converter otherwise keeps Keras' variables as
     # resource variables (VAR_HANDLE / READ_VARIABLE ops) that int8 calibration rejects.
     frozen = {key: _frozen(fn) for key, fn in functions.items()}
@@ -103,8 +110,9 @@ def representative_dataset(model, tokenizer, texts: list[str], num_samples: int)
     return generate
 
 
-def convert(saved_model_dir: str, quantize: str = "none", representative=None) -> bytes:
-    """Converts the TFLite signatures of ``saved_model_dir`` with built-in ops only.
+def convert(saved_model_dir: str, quantize: str = "none", representative=None,
+            signature_keys: tuple[str, ...] = SIGNATURE_KEYS) -> bytes:
+    """Converts the ``signature_keys`` of ``saved_model_dir`` with built-in ops only.
 
     Raises:
         ExportError: an unknown ``quantize``, int8 without a representative dataset, or a
@@ -113,7 +121,7 @@ def convert(saved_model_dir: str, quantize: str = "none", representative=None) -
     if quantize not in QUANTIZATIONS:
         raise ExportError(f"quantize={quantize!r} is not one of {QUANTIZATIONS}")
     converter = tf.lite.TFLiteConverter.from_saved_model(
-        saved_model_dir, signature_keys=list(SIGNATURE_KEYS)
+        saved_model_dir, signature_keys=list(signature_keys)
     )
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantize != "none":
@@ -213,6 +221,48 @@ def flex_ops(names: list[str]) -> list[str]:
     return [n for n in names if n.startswith("Flex") or not re.fullmatch(r"[A-Z0-9_]+", n)]
 
 
+def check_variants(variants) -> list[str]:
+    """``["none"]`` + the other distinct ``variants`` (float32 is always written).
+
+    Raises:
+        ExportError: a variant not in ``QUANTIZATIONS``.
+    """
+    variants = ["none"] + [q for q in dict.fromkeys(variants) if q != "none"]
+    for q in variants:
+        if q not in QUANTIZATIONS:
+            raise ExportError(f"quantize={q!r} is not one of {QUANTIZATIONS}")
+    return variants
+
+
+def save_tokenizer_copy(tokenizer, out: str) -> str:
+    """Writes the tokenizer's assets to ``out/tokenizer`` (for on-device runners)."""
+    os.makedirs(out, exist_ok=True)
+    return type(tokenizer)(tokenizer.assets, tokenizer.options).save(
+        os.path.join(out, "tokenizer"))
+
+
+def write_variants(saved_model_dir: str, out: str, variants: list[str],
+                   signature_keys: tuple[str, ...], representative=None):
+    """Converts ``signature_keys`` of ``saved_model_dir`` once per variant and writes
+    ``out/<file_name(variant)>``; returns ``(files, ops)``, both keyed by variant.
+
+    Raises:
+        ExportError: a conversion fails or a variant has a Flex / custom op.
+    """
+    files, ops = {}, {}
+    for q in variants:
+        content = convert(saved_model_dir, q, representative if q == "int8" else None,
+                          signature_keys)
+        ops[q] = op_names(content)
+        bad = flex_ops(ops[q])
+        if bad:
+            raise ExportError(f"the {q} TFLite model uses non-builtin ops {bad}")
+        files[q] = os.path.join(out, file_name(q))
+        with open(files[q], "wb") as f:
+            f.write(content)
+    return files, ops
+
+
 def export_tflite(
     model,
     tokenizer,
@@ -238,33 +288,19 @@ def export_tflite(
     Raises:
         ExportError: conversion fails, a Flex op appears, or float32 does not match Keras.
     """
-    variants = ["none"] + [q for q in dict.fromkeys(quantize) if q != "none"]
-    for q in variants:
-        if q not in QUANTIZATIONS:
-            raise ExportError(f"quantize={q!r} is not one of {QUANTIZATIONS}")
+    variants = check_variants(quantize)
     eval_texts = eval_texts or calibration_texts
     if not eval_texts:
         raise ExportError("TFLite verification needs held-out texts (eval_texts)")
-    os.makedirs(out, exist_ok=True)
-    tokenizer_dir = os.path.join(out, "tokenizer")
-    type(tokenizer)(tokenizer.assets, tokenizer.options).save(tokenizer_dir)
-    files, ops = {}, {}
+    tokenizer_dir = save_tokenizer_copy(tokenizer, out)
     with tempfile.TemporaryDirectory(prefix="tflm_tflite_") as tmp:
         saved = save_tflite_signatures(model, os.path.join(tmp, "saved_model"))
-        for q in variants:
-            representative = None
-            if q == "int8":
-                representative = representative_dataset(
-                    model, tokenizer, calibration_texts or eval_texts, representative_samples
-                )
-            content = convert(saved, q, representative)
-            ops[q] = op_names(content)
-            bad = flex_ops(ops[q])
-            if bad:
-                raise ExportError(f"the {q} TFLite model uses non-builtin ops {bad}")
-            files[q] = os.path.join(out, file_name(q))
-            with open(files[q], "wb") as f:
-                f.write(content)
+        representative = None
+        if "int8" in variants:
+            representative = representative_dataset(
+                model, tokenizer, calibration_texts or eval_texts, representative_samples
+            )
+        files, ops = write_variants(saved, out, variants, SIGNATURE_KEYS, representative)
     report = {
         "format": "tflite",
         "window": int(model.max_sequence_length),
