@@ -3,8 +3,8 @@
 Every ``*_signature(module)`` takes a ``ServingModule`` (``tflm/export/saved_model.py``: the
 model, the in-graph tokenizer layer and a few constants) and returns a ``tf.function``
 with a fixed ``input_signature``, ready for ``tf.saved_model.save(signatures=...)`` or the
-TFLite converter. An encoder model adds its signatures (``embed``, ``fill_mask``,
-``classify``) as new functions here.
+TFLite converter. These are the causal LM's; the masked LM's are in
+``tflm/export/encoder_signatures.py``.
 
 Strings never enter XLA: string signatures tokenize with TF / tensorflow-text ops, run a
 ``jit_compile=True`` function on int tensors of a fixed window, then detokenize.
@@ -232,3 +232,4 @@ def decode_signature(module):
         return {"logits": logits[:, 0], **dict(zip(names, caches))}
 
     return decode
+
