@@ -9,11 +9,14 @@ The request builders are plain functions, so they are testable without a server:
   ``tensorflow_serving.apis.predict_pb2.PredictRequest`` for ``PredictionService.Predict``.
 
 ``inputs`` maps input names to values; ``signature_inputs`` fills the defaults of each
-tflm signature. Usage against a running server::
+tflm signature (a causal LM's ``generate`` / ``score`` / ``logits``, a masked LM's
+``fill_mask`` / ``encode``). Usage against a running server::
 
     python export/client.py --rest=http://localhost:8501 --model=tflm --prompt="The"
     python export/client.py --grpc=localhost:8500 --model=tflm --signature=score \\
         --prompt="Some text to score."
+    python export/client.py --rest=http://localhost:8501 --signature=fill_mask \\
+        --prompt="The capital of France is [MASK]." --top_k=5
 """
 
 import argparse
@@ -28,13 +31,16 @@ INPUT_DTYPES = {
 }
 GENERATE_DEFAULTS = {"max_new_tokens": 32, "temperature": 0.0, "top_k": 0, "top_p": 1.0,
                      "seed": 0}
+FILL_MASK_TOP_K = 5
 # Inputs that have a batch dimension (the rest are scalars).
 BATCHED = {"prompt", "text", "token_ids", "padding_mask"}
 
 
 def signature_inputs(signature, texts, **params):
-    """The inputs of ``signature`` for ``texts`` (generate's scalars from ``params`` or the
-    defaults). ``logits`` takes ``token_ids`` / ``padding_mask`` in ``params``."""
+    """The inputs of ``signature`` for ``texts`` (generate's scalars and fill_mask's
+    ``top_k`` from ``params`` or the defaults). ``logits`` takes ``token_ids`` /
+    ``padding_mask`` in ``params``. ``serving_default`` is a causal LM's (a masked LM's
+    is ``encode``)."""
     if signature == "serving_default":
         return {"prompt": list(texts)}
     if signature == "generate":
@@ -44,8 +50,12 @@ def signature_inputs(signature, texts, **params):
         return {"text": list(texts)}
     if signature == "logits":
         return {"token_ids": params["token_ids"], "padding_mask": params["padding_mask"]}
+    if signature == "fill_mask":
+        return {"text": list(texts), "top_k": params.get("top_k", FILL_MASK_TOP_K)}
+    if signature == "encode":
+        return {"text": list(texts)}
     raise ValueError(f"unknown signature {signature!r}; use serving_default, generate, "
-                     "score or logits")
+                     "score, logits, fill_mask or encode")
 
 
 def rest_body(signature, inputs, row_format=False):
@@ -53,7 +63,8 @@ def rest_body(signature, inputs, row_format=False):
 
     Columnar (``"inputs"``) works for every signature. Row format (``"instances"``, one
     object per example) needs every input to have a batch dimension, so it suits
-    ``serving_default``, ``score`` and ``logits`` but not ``generate``'s scalars.
+    ``serving_default``, ``score``, ``logits`` and ``encode`` but not the scalars of
+    ``generate`` and ``fill_mask``.
     """
     if not row_format:
         return {"signature_name": signature, "inputs": dict(inputs)}
@@ -115,15 +126,17 @@ def main():
     parser.add_argument("--model", default="tflm", help="the model name in models.config")
     parser.add_argument("--version", type=int, default=None)
     parser.add_argument("--signature", default="generate",
-                        choices=["serving_default", "generate", "score"])
+                        choices=["serving_default", "generate", "score", "fill_mask",
+                                 "encode"])
     parser.add_argument("--prompt", action="append", default=None)
     parser.add_argument("--max_new_tokens", type=int, default=32)
     parser.add_argument("--temperature", type=float, default=0.0)
-    parser.add_argument("--top_k", type=int, default=0)
+    parser.add_argument("--top_k", type=int, default=None,
+                        help="generate: 0 = off (default); fill_mask: default 5")
     parser.add_argument("--top_p", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    params = {k: getattr(args, k) for k in GENERATE_DEFAULTS}
+    params = {k: getattr(args, k) for k in GENERATE_DEFAULTS if getattr(args, k) is not None}
     inputs = signature_inputs(args.signature, args.prompt or ["The"], **params)
     if not (args.rest or args.grpc):
         print(json.dumps(rest_body(args.signature, inputs), indent=2))
