@@ -1,37 +1,49 @@
-"""Training tokens/s and peak RSS of tflm's gpt_mini against keras-hub's GPT2CausalLM.
+"""Training tokens/s and peak RSS of tflm's training step against keras-hub's.
 
-    python benchmarks/train_throughput.py [--steps 3] [--reps 5] [--quality_steps 300]
+    python benchmarks/train_throughput.py [--case gpt|masked_lm|all] [--steps 3]
+        [--reps 5] [--quality_steps 300]
 
-Same shape for both (vocab 8192, 4 layers, d 256, 4 heads, FFN 1024, seq 128, batch 16)
-and the same synthetic batches (Zipf-distributed ids; x = {token_ids, padding_mask}, y,
-sample_weight), one ``train_on_batch`` per step:
+Each case times tflm exactly as ``tflm.training.train`` fits it
+(``trainer.compile_training_model``: ``TrainingModel`` with its grad norm, tflm's AdamW
+with clipping, the task's loss and metrics, precision and XLA from ``resolve_precision``
+/ ``resolve_jit_compile`` for this machine: on a CPU with AVX512_BF16 that is
+``mixed_bfloat16`` without XLA) against the keras-hub task of the same shape compiled
+with ``keras.optimizers.AdamW`` (same learning rate) and ``jit_compile=True`` (Keras'
+``auto`` means no XLA for keras-hub models on TensorFlow), on the same synthetic batches
+(Zipf-distributed ids), one ``train_on_batch`` per step. ``--case`` runs one case
+(default ``all``: gpt, then masked_lm).
 
-- ``tflm``: exactly what ``tflm.training.train`` fits for ``configs/gpt_mini.py``
-  (``trainer.compile_training_model``: ``TrainingModel`` with its grad norm, tflm's
-  AdamW with clipping, accuracy + perplexity metrics, precision and XLA from
-  ``resolve_precision`` / ``resolve_jit_compile`` for this machine: on a CPU with
-  AVX512_BF16 that is ``mixed_bfloat16`` without XLA);
-- ``keras_hub``: ``GPT2CausalLM(GPT2Backbone(...), preprocessor=None)`` compiled with
-  ``keras.optimizers.AdamW`` (same learning rate) and ``jit_compile=True``;
-- extra row ``tflm_float32``: tflm forced to float32 (XLA by ``auto``).
+``gpt``: ``configs/gpt_mini.py`` against ``GPT2CausalLM(GPT2Backbone(...),
+preprocessor=None)`` in float32 (vocab 8192, 4 layers, d 256, 4 heads, FFN 1024, seq 128,
+batch 16, no dropout; x = {token_ids, padding_mask}, y, sample_weight). Extra row
+``tflm_float32``: tflm forced to float32 (XLA by ``auto``). Where tflm's precision is
+bf16, the issue allows it only if validation loss after the same steps stays within 2%
+of float32: ``--quality_steps`` (default 300, the demo's length; 0 skips it) trains
+``configs/gpt_mini.py`` on the built-in corpus with ``tflm train`` twice, default
+precision and float32, and prints the ratio of the two final validation losses.
 
-Where the default precision is bf16, the issue allows it only if validation loss after
-the same steps stays within 2% of float32: ``--quality_steps`` (default 300, the demo's
-length; 0 skips it) trains ``configs/gpt_mini.py`` on the built-in corpus with ``tflm
-train`` twice, default precision and float32, and prints the ratio of the two final
-validation losses.
+``masked_lm``: ``configs/bert_mini.py`` (post-LN BERT, vocab 8192, 4 layers, d 256,
+4 heads, FFN 1024, seq 128, 2 segments, dropout 0.1, batch 32) against
+``BertMaskedLM(BertBackbone(...), preprocessor=None)`` of the same shape and dropout, at
+tflm's precision (keras-hub runs ``mixed_bfloat16`` where tflm picks it, else float32).
+Batches: segment A / B halves, ``config.data.max_predictions`` = 20 masked positions
+per sequence (15% of 128 is 19), all with weight 1, their ids replaced by a [MASK] id.
+keras-hub has no next-sentence head, so there are two tflm rows: ``tflm`` is bert_mini
+as trained (MLM + NSP: pooler, 2-way head, its loss and accuracy; y = {mlm, pair}) and
+``tflm_mlm_only`` the same with ``pair_task="none"``, the like-for-like row.
 
 After one warm-up round, ``--reps`` rounds time ``--steps`` steps of every model in turn
 (the order reversed every other round); figures are medians. Peak RSS (``ru_maxrss``) of
-tflm and keras_hub is measured in a fresh subprocess each. The model-FLOPs fraction is
-tokens/s x ``tflm.models.flops_per_token`` / the CPU's matmul FLOP/s in the model's
-compute dtype (float32 or bfloat16, ``tflm.training.mfu``, measured in every round; the
-best is the peak). Prints one JSON
-line per comparison, ``{"bench", "baseline", "tflm", "unit", "ratio", "target"}``, then a
-table.
+each compared model is measured in a fresh subprocess each. The model-FLOPs fraction
+(MFU) is tokens/s x ``flops_per_token`` of the model's tflm task (keras-hub's: its
+like-for-like tflm task) / the CPU's matmul FLOP/s in the model's compute dtype (float32
+or bfloat16, ``tflm.training.mfu``, measured in every round; the best is the peak).
+Prints one JSON line per comparison, ``{"bench", "baseline", "tflm", "unit", "ratio",
+"target"}``, then a table, per case.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -40,6 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 import keras
 import keras_hub
@@ -49,18 +62,18 @@ import tensorflow as tf
 from tflm.config import load_config
 from tflm.model_dir import build_model
 from tflm.training.mfu import measured_cpu_flops
-from tflm.training.strategy import resolve_jit_compile, resolve_precision
+from tflm.training.strategy import cpu_has_bf16, resolve_jit_compile, resolve_precision
 from tflm.training.trainer import compile_training_model
 
-CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "gpt_mini.py")
-TARGET_SPEED = 1.25
+CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
+CONFIG = os.path.join(CONFIGS, "gpt_mini.py")
 TARGET_MEMORY = 1.0
 TARGET_BF16_LOSS = 1.02
-VARIANTS = ("keras_hub", "tflm", "tflm_float32")
+MASK_ID = 1  # the synthetic [MASK]: any id costs the same
 
 
 def synthetic_batches(config, count: int, seed: int = 0):
-    """``count`` (x, y, sample_weight) batches of Zipf-distributed ids."""
+    """``count`` (x, y, sample_weight) causal-LM batches of Zipf-distributed ids."""
     rng = np.random.default_rng(seed)
     vocab, batch = config.model.backbone.vocabulary_size, config.train.batch_size
     seq = config.data.seq_len
@@ -73,32 +86,146 @@ def synthetic_batches(config, count: int, seed: int = 0):
     return batches
 
 
-def build(variant: str, config):
-    """(compiled model, description) of ``variant``, float32 unless it says bf16."""
+def masked_lm_batches(config, count: int, seed: int = 0, keras_hub_layout: bool = False):
+    """``count`` (x, y, sample_weight) masked-LM batches (the same ids for every layout).
+
+    tflm's layout (``masked_lm_pipeline``): y = {"mlm": (B, P), "pair": (B,)} and weights
+    alike ("pair" only with a pair task); keras-hub's: y = mask ids (B, P), weights (B, P).
+    """
+    rng = np.random.default_rng(seed)
+    vocab, batch = config.model.backbone.vocabulary_size, config.train.batch_size
+    seq, predictions = config.data.seq_len, config.data.max_predictions
+    segments = np.broadcast_to(np.arange(seq) >= seq // 2, (batch, seq)).astype("int32")
+    batches = []
+    for _ in range(count):
+        ids = (rng.zipf(1.2, size=(batch, seq)) % vocab).astype("int32")  # (B, T)
+        # P distinct positions per row, never [CLS] (0) or the last [SEP]: (B, P)
+        positions = np.sort(np.argsort(rng.random((batch, seq - 2)), axis=1)[:, :predictions]
+                            + 1, axis=1).astype("int32")
+        labels = np.take_along_axis(ids, positions, axis=1)  # (B, P)
+        np.put_along_axis(ids, positions, MASK_ID, axis=1)
+        pair_labels = rng.integers(0, 2, size=batch).astype("int32")  # (B,)
+        x = {"token_ids": tf.constant(ids), "padding_mask": tf.ones((batch, seq), "int32"),
+             "segment_ids": tf.constant(segments),
+             "mask_positions": tf.constant(positions)}
+        weights = tf.ones((batch, predictions), "float32")
+        if keras_hub_layout:
+            batches.append((x, tf.constant(labels), weights))
+            continue
+        y, w = {"mlm": tf.constant(labels)}, {"mlm": weights}
+        if config.model.pair_task != "none":
+            y["pair"], w["pair"] = tf.constant(pair_labels), tf.ones((batch,), "float32")
+        batches.append((x, y, w))
+    return batches
+
+
+def gpt2_causal_lm(m) -> keras.Model:
+    """keras-hub's GPT-2 of backbone arguments ``m`` (no dropout, as gpt_mini)."""
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=m.vocabulary_size, num_layers=m.num_layers,
+        num_heads=m.num_heads, hidden_dim=m.hidden_dim,
+        intermediate_dim=m.intermediate_dim,
+        max_sequence_length=m.max_sequence_length, dropout=0.0)
+    return keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+
+
+def bert_masked_lm(m) -> keras.Model:
+    """keras-hub's BERT masked LM of backbone arguments ``m`` (same dropout)."""
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=m.vocabulary_size, num_layers=m.num_layers,
+        num_heads=m.num_heads, hidden_dim=m.hidden_dim,
+        intermediate_dim=m.intermediate_dim, dropout=m.dropout,
+        max_sequence_length=m.max_sequence_length, num_segments=m.num_segments)
+    return keras_hub.models.BertMaskedLM(backbone=backbone, preprocessor=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One comparison: a tflm config against a keras-hub task of the same shape.
+
+    Attributes:
+        config: the tflm config file.
+        variants: the timed models in table order; "keras_hub" is the baseline.
+        compared: the variants with a tokens/s JSON line against keras_hub.
+        rss: the variants whose peak RSS is measured (keras_hub first).
+        target_speed: the tokens/s ratio the issue asks for.
+        overrides: {variant: {"section.key": value}} on its config (keras_hub's too:
+            its like-for-like tflm config, for its FLOPs and batches).
+        keras_hub: backbone arguments -> the keras-hub task model.
+        batches: (config, count, keras_hub_layout) -> (x, y, sample_weight) batches.
+        hub_float32: keras-hub in float32 whatever tflm's precision (else at tflm's).
+        labels: {variant: what it trains}, before its setup in the table.
+    """
+
+    config: str
+    variants: tuple[str, ...]
+    compared: tuple[str, ...]
+    rss: tuple[str, ...]
+    target_speed: float
+    overrides: dict
+    keras_hub: Callable
+    batches: Callable
+    hub_float32: bool
+    labels: dict
+
+    @property
+    def name(self) -> str:
+        return os.path.splitext(os.path.basename(self.config))[0]
+
+
+CASES = {
+    "gpt": Case(
+        config=CONFIG, variants=("keras_hub", "tflm", "tflm_float32"),
+        compared=("tflm", "tflm_float32"), rss=("keras_hub", "tflm"), target_speed=1.25,
+        overrides={"tflm_float32": {"train.precision": "float32"}},
+        keras_hub=gpt2_causal_lm,
+        batches=lambda config, count, hub: synthetic_batches(config, count),
+        hub_float32=True, labels={}),
+    "masked_lm": Case(
+        config=os.path.join(CONFIGS, "bert_mini.py"),
+        variants=("keras_hub", "tflm", "tflm_mlm_only"),
+        compared=("tflm", "tflm_mlm_only"), rss=("keras_hub", "tflm", "tflm_mlm_only"),
+        target_speed=1.15,
+        overrides={"keras_hub": {"model.pair_task": "none"},
+                   "tflm_mlm_only": {"model.pair_task": "none"}},
+        keras_hub=bert_masked_lm,
+        batches=lambda config, count, hub: masked_lm_batches(config, count,
+                                                             keras_hub_layout=hub),
+        hub_float32=False,
+        labels={"keras_hub": "MLM", "tflm": "MLM+NSP", "tflm_mlm_only": "MLM"}),
+}
+
+
+def variant_config(case: Case, variant: str):
+    """``case``'s config with ``variant``'s overrides."""
+    config = load_config(case.config)
+    for key, value in case.overrides.get(variant, {}).items():
+        section, field = key.split(".")
+        config[section][field] = value
+    return config
+
+
+def build(case: Case, variant: str):
+    """(compiled model, description) of ``variant``."""
+    config = variant_config(case, variant)
     strategy = tf.distribute.get_strategy()
     previous = keras.config.dtype_policy()
     keras.utils.set_random_seed(0)
+    precision = resolve_precision(config.train, strategy)
+    label = f"{case.labels[variant]}: " if variant in case.labels else ""
     try:
         if variant == "keras_hub":
-            keras.config.set_dtype_policy("float32")
-            m = config.model.backbone
-            backbone = keras_hub.models.GPT2Backbone(
-                vocabulary_size=m.vocabulary_size, num_layers=m.num_layers,
-                num_heads=m.num_heads, hidden_dim=m.hidden_dim,
-                intermediate_dim=m.intermediate_dim,
-                max_sequence_length=m.max_sequence_length, dropout=0.0)
-            model = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+            precision = "float32" if case.hub_float32 else precision
+            keras.config.set_dtype_policy(precision)
+            model = case.keras_hub(config.model.backbone)
             model.compile(optimizer=keras.optimizers.AdamW(config.train.learning_rate),
                           jit_compile=True)
-            return model, "GPT2CausalLM, AdamW, float32, XLA"
-        if variant == "tflm_float32":
-            config.train.precision = "float32"
-        precision = resolve_precision(config.train, strategy)
+            return model, f"{label}{type(model).__name__}, AdamW, {precision}, XLA"
         keras.config.set_dtype_policy(precision)
         with strategy.scope():
             _, model = compile_training_model(config, strategy)
         xla = "XLA" if resolve_jit_compile(config.train, strategy) else "no XLA"
-        return model, f"trainer's model, {precision}, {xla}"
+        return model, f"{label}trainer's model, {precision}, {xla}"
     finally:
         keras.config.set_dtype_policy(previous)
 
@@ -117,24 +244,24 @@ def runner(model, batches, steps: int):
     return run
 
 
-def peak_rss_child(variant: str) -> None:
+def peak_rss_child(case: Case, variant: str) -> None:
     """In a fresh process: build, train 3 steps, print the peak RSS in MiB."""
-    config = load_config(CONFIG)
-    model, _ = build(variant, config)
-    runner(model, synthetic_batches(config, 4), 3)()
+    model, _ = build(case, variant)
+    batches = case.batches(variant_config(case, variant), 4, variant == "keras_hub")
+    runner(model, batches, 3)()
     print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
 
 
-def peak_rss_mib(variants) -> dict:
+def peak_rss_mib(case_name: str, variants) -> dict:
     """{variant: peak RSS MiB}, each from its own subprocess (run side by side)."""
-    procs = {v: subprocess.Popen([sys.executable, __file__, "--rss_of", v],
-                                 stdout=subprocess.PIPE, text=True)
+    procs = {v: subprocess.Popen([sys.executable, __file__, "--case", case_name,
+                                  "--rss_of", v], stdout=subprocess.PIPE, text=True)
              for v in variants}
     out = {}
     for v, proc in procs.items():
         stdout, _ = proc.communicate()
         if proc.returncode:
-            raise RuntimeError(f"the peak RSS subprocess of {v} failed")
+            raise RuntimeError(f"the peak RSS subprocess of {case_name} {v} failed")
         out[v] = json.loads(stdout.strip().splitlines()[-1])
     return out
 
@@ -159,68 +286,93 @@ def validation_loss_ratio(steps: int) -> tuple[float, float, str]:
     return losses["default"], losses["float32"], precisions["default"]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=3, help="train steps per timing")
-    parser.add_argument("--reps", type=int, default=5, help="timed rounds (medians)")
-    parser.add_argument("--quality_steps", type=int, default=300,
-                        help="steps of the bf16-vs-float32 validation loss check (0: skip)")
-    parser.add_argument("--rss_of", choices=VARIANTS, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.rss_of:
-        peak_rss_child(args.rss_of)
-        return
+def cpu_description() -> str:
+    """The CPU's model name, core count and whether it has bf16 dot instructions."""
+    name = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f
+                         if line.startswith("model name")), name)
+    except OSError:
+        pass
+    bf16 = "with" if cpu_has_bf16() else "no"
+    return f"{name}, {os.cpu_count()} cores, {bf16} bf16 dot instructions"
 
-    rss = peak_rss_mib(("keras_hub", "tflm"))
-    base_config = load_config(CONFIG)
-    seq, batch = base_config.data.seq_len, base_config.train.batch_size
-    tokens_per_step = batch * seq
-    fpt = build_model(base_config).flops_per_token(base_config.data)
-    batches = synthetic_batches(base_config, 4)
+
+def time_case(case: Case, args) -> dict:
+    """Builds, warms up and times every variant of ``case``; returns the figures."""
     models, notes, runs = {}, {}, {}
-    for v in VARIANTS:
-        models[v], notes[v] = build(v, load_config(CONFIG))
+    for v in case.variants:
+        models[v], notes[v] = build(case, v)
+        batches = case.batches(variant_config(case, v), 4, v == "keras_hub")
         runs[v] = runner(models[v], batches, args.steps)
         runs[v]()  # warm-up: tracing and XLA compilation
-    seconds = {v: [] for v in VARIANTS}
+    seconds = {v: [] for v in case.variants}
     peaks = {"float32": [], "bfloat16": []}  # measured every round: the load varies
     for rep in range(args.reps):
         for dtype, values in peaks.items():
             values.append(measured_cpu_flops.__wrapped__(dtype=dtype))
-        for v in VARIANTS if rep % 2 == 0 else VARIANTS[::-1]:
+        for v in case.variants if rep % 2 == 0 else case.variants[::-1]:
             start = time.perf_counter()
             runs[v]()
             seconds[v].append(time.perf_counter() - start)
     peak = {dtype: max(values) for dtype, values in peaks.items()}  # as tflm.training.mfu
-    dtype_of = {v: "bfloat16" if "bfloat16" in notes[v] else "float32" for v in VARIANTS}
-    speed = {v: args.steps * tokens_per_step / statistics.median(s) for v, s in seconds.items()}
-    fraction = {v: speed[v] * fpt / peak[dtype_of[v]] for v in VARIANTS}
+    return {"seconds": seconds, "notes": notes, "peak": peak}
+
+
+def run_case(case_name: str, args) -> None:
+    """Measures one case and prints its JSON lines and table."""
+    case = CASES[case_name]
+    rss = peak_rss_mib(case_name, case.rss)
+    base_config = load_config(case.config)
+    seq, batch = base_config.data.seq_len, base_config.train.batch_size
+    tokens_per_step = batch * seq
+    fpt = {v: build_model(variant_config(case, v)).flops_per_token(base_config.data)
+           for v in case.variants}
+    timed = time_case(case, args)
+    seconds, notes, peak = timed["seconds"], timed["notes"], timed["peak"]
+    dtype_of = {v: "bfloat16" if "bfloat16" in notes[v] else "float32"
+                for v in case.variants}
+    speed = {v: args.steps * tokens_per_step / statistics.median(s)
+             for v, s in seconds.items()}
+    fraction = {v: speed[v] * fpt[v] / peak[dtype_of[v]] for v in case.variants}
 
     rows = []
-    for v in ("tflm", "tflm_float32"):
-        rows.append({"bench": f"train_tokens_per_s/gpt_mini/{v}_vs_keras_hub",
+    for v in case.compared:
+        rows.append({"bench": f"train_tokens_per_s/{case.name}/{v}_vs_keras_hub",
                      "baseline": round(speed["keras_hub"], 1), "tflm": round(speed[v], 1),
                      "unit": "tokens/s", "ratio": round(speed[v] / speed["keras_hub"], 3),
-                     "target": TARGET_SPEED})
-    rows.append({"bench": "train_peak_rss/gpt_mini/tflm_vs_keras_hub",
-                 "baseline": round(rss["keras_hub"], 1), "tflm": round(rss["tflm"], 1),
-                 "unit": "MiB", "ratio": round(rss["keras_hub"] / rss["tflm"], 3),
-                 "target": TARGET_MEMORY})
+                     "target": case.target_speed})
+    for v in case.rss[1:]:
+        rows.append({"bench": f"train_peak_rss/{case.name}/{v}_vs_keras_hub",
+                     "baseline": round(rss["keras_hub"], 1), "tflm": round(rss[v], 1),
+                     "unit": "MiB", "ratio": round(rss["keras_hub"] / rss[v], 3),
+                     "target": TARGET_MEMORY})
     for row in rows:
         print(json.dumps(row), flush=True)
 
-    print(f"\ngpt_mini training on CPU: batch {batch} x {seq} tokens, {args.steps} steps x "
-          f"{args.reps} rounds (medians); measured matmul {peak['float32'] / 1e9:.1f} "
-          f"GFLOP/s float32, {peak['bfloat16'] / 1e9:.1f} bfloat16; "
-          f"{fpt / 1e6:.1f} MFLOP/token")
+    where = "CPU" if case_name == "gpt" else f"CPU ({cpu_description()})"
+    masks = "" if case_name == "gpt" else (
+        f", {base_config.data.max_predictions} masked positions a sequence")
+    print(f"\n{case.name} training on {where}: batch {batch} x {seq} tokens{masks}, "
+          f"{args.steps} steps x {args.reps} rounds (medians); measured matmul "
+          f"{peak['float32'] / 1e9:.1f} GFLOP/s float32, {peak['bfloat16'] / 1e9:.1f} "
+          f"bfloat16; {fpt['tflm'] / 1e6:.1f} MFLOP/token")
+    if case_name == "masked_lm":
+        print("tflm is bert_mini as trained, masked LM + next-sentence prediction; "
+              "keras-hub's BertMaskedLM has no NSP head: tflm_mlm_only (pair_task none) "
+              "is the like-for-like row.")
     print("FLOPs frac: model FLOP/s over the measured matmul of the model's compute dtype")
-    print(f"{'model':<13}{'tokens/s':>10}{'ms/step':>9}{'vs hub':>8}{'FLOPs frac':>12}"
-          f"{'peak RSS':>10}  setup")
-    for v in VARIANTS:
+    width = max(13, 2 + max(map(len, case.variants)))
+    print(f"{'model':<{width}}{'tokens/s':>10}{'ms/step':>9}{'vs hub':>8}"
+          f"{'FLOPs frac':>12}{'peak RSS':>10}  setup")
+    for v in case.variants:
         ms = statistics.median(seconds[v]) / args.steps * 1e3
         mem = f"{rss[v]:.0f} MiB" if v in rss else "-"
-        print(f"{v:<13}{speed[v]:>10.0f}{ms:>9.0f}{speed[v] / speed['keras_hub']:>8.2f}"
+        print(f"{v:<{width}}{speed[v]:>10.0f}{ms:>9.0f}{speed[v] / speed['keras_hub']:>8.2f}"
               f"{fraction[v]:>12.3f}{mem:>10}  {notes[v]}")
+    if case_name != "gpt":
+        return
     if args.quality_steps and "bfloat16" in notes["tflm"]:
         default, fp32, precision = validation_loss_ratio(args.quality_steps)
         print(json.dumps({"bench": f"validation_loss/gpt_mini_{args.quality_steps}_steps/"
@@ -230,6 +382,25 @@ def main() -> None:
                           "target": TARGET_BF16_LOSS}), flush=True)
     elif "bfloat16" in notes["tflm"]:
         print("tflm's bf16 loss was not checked against float32 (--quality_steps 0).")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--case", choices=(*CASES, "all"), default="all",
+                        help="which comparison to run")
+    parser.add_argument("--steps", type=int, default=3, help="train steps per timing")
+    parser.add_argument("--reps", type=int, default=5, help="timed rounds (medians)")
+    parser.add_argument("--quality_steps", type=int, default=300,
+                        help="gpt only: steps of the bf16-vs-float32 validation loss "
+                             "check (0: skip)")
+    parser.add_argument("--rss_of", choices=sorted({v for c in CASES.values() for v in c.variants}),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.rss_of:
+        peak_rss_child(CASES[args.case], args.rss_of)
+        return
+    for case_name in CASES if args.case == "all" else (args.case,):
+        run_case(case_name, args)
 
 
 if __name__ == "__main__":
