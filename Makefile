@@ -24,7 +24,7 @@ demo: $(STAMP)
 		--prompt="The" --prompt="A function" --prompt="Return the"
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 -m 'not slow'
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
