@@ -99,6 +99,8 @@ def test_train_evaluate_generate_through_the_command(tmp_path):
     assert (workdir / "model" / "config.json").exists()
     report = [line for line in result.stdout.splitlines() if line.startswith("Validation")]
     assert "perplexity" in report[0] and "unigram baseline" in report[0]
+    # TensorFlow's C++ start-up lines are hidden by default (the --config file imports it).
+    assert "cudart_stub" not in result.stderr and "cpu_feature_guard" not in result.stderr
 
     result = run_cli("evaluate", f"--model={workdir / 'model'}", "--batch_size=4",
                      timeout=300)

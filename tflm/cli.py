@@ -75,6 +75,13 @@ def _check_config_overrides(argv: list[str]) -> None:
             node = node[key]
 
 
+def _verbose(argv: list[str]) -> bool:
+    """Whether ``--verbose`` is among the flags (read before flag parsing: parsing a
+    ``--config`` file already imports TensorFlow)."""
+    return any(arg in ("--verbose", "--verbose=true", "--verbose=True", "--verbose=1")
+               for arg in argv)
+
+
 def _quiet_tensorflow(verbose: bool) -> None:
     """Imports TensorFlow without its C++ start-up lines unless ``verbose``.
 
@@ -82,10 +89,7 @@ def _quiet_tensorflow(verbose: bool) -> None:
     ``TF_CPP_MIN_LOG_LEVEL``, so the import runs with file descriptor 2 on /dev/null;
     TF's later C++ logging is limited to fatal errors.
     """
-    from absl import logging
-
     if verbose:
-        logging.set_verbosity(logging.INFO)
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if "tensorflow" in sys.modules:
@@ -337,13 +341,17 @@ def main(argv: list[str] | None = None) -> int:
     flags.DEFINE_bool("verbose", False, "Show TensorFlow's C++ start-up and info logs.")
 
     def run_and_report(args) -> None:
-        _quiet_tensorflow(FLAGS.verbose)
+        if FLAGS.verbose:
+            from absl import logging
+
+            logging.set_verbosity(logging.INFO)
         try:
             run(args)
         except TflmError as e:
             print(f"tflm {name}: error: {e}", file=sys.stderr)
             sys.exit(1)
 
+    _quiet_tensorflow(_verbose(argv[2:]))
     try:
         _check_config_overrides(argv[2:])
     except ConfigError as e:
