@@ -86,8 +86,10 @@ def _quiet_tensorflow(verbose: bool) -> None:
     """Imports TensorFlow without its C++ start-up lines unless ``verbose``.
 
     Two of them (``cudart_stub``, written before absl logging starts) ignore
-    ``TF_CPP_MIN_LOG_LEVEL``, so the import runs with file descriptor 2 on /dev/null;
-    TF's later C++ logging is limited to fatal errors.
+    ``TF_CPP_MIN_LOG_LEVEL``, so the import runs with file descriptor 2 on /dev/null, and
+    so does the first look for GPUs (``failed call to cuInit`` on a machine without one:
+    once absl's flags are parsed, TF's C++ logging no longer heeds the variable). Listing
+    physical devices does not start the runtime, so MultiWorkerMirrored can still be made.
     """
     if verbose:
         return
@@ -98,7 +100,9 @@ def _quiet_tensorflow(verbose: bool) -> None:
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, 2)
-        import tensorflow  # noqa: F401
+        import tensorflow
+
+        tensorflow.config.list_physical_devices("GPU")
     finally:
         os.dup2(saved, 2)
         os.close(saved)
