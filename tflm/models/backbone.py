@@ -318,13 +318,33 @@ def build_backbone(backbone, dtype=None) -> TransformerBackbone:
     )
 
 
-def task_arguments(config: dict) -> dict:
-    """A task's `get_config()` ready for its constructor: the serialized backbone
-    (`keras.saving.serialize_keras_object`) deserialized."""
-    config = dict(config)
-    if isinstance(config.get("backbone"), dict) and "class_name" in config["backbone"]:
-        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-    return config
+class BackboneTask(keras.Model):
+    """What every task model shares: a `backbone` attribute (a `TransformerBackbone`), its
+    shape, and a config that holds the serialized backbone next to the head arguments.
+
+    Subclasses build `self.backbone = build_backbone(backbone, dtype=self.dtype_policy)`
+    and their head in `__init__`, and add their head arguments to `get_config()`.
+    """
+
+    @property
+    def vocabulary_size(self) -> int:
+        return self.backbone.vocabulary_size
+
+    @property
+    def max_sequence_length(self) -> int:
+        return self.backbone.max_sequence_length
+
+    def get_config(self):
+        config = super().get_config()
+        config["backbone"] = keras.saving.serialize_keras_object(self.backbone)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("backbone"), dict) and "class_name" in config["backbone"]:
+            config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)
 
 
 def _check_arguments(hidden_dim, num_heads, position_embedding, num_segments, pooling):

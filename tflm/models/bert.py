@@ -5,7 +5,7 @@ from keras import ops
 
 from tflm.errors import ConfigError
 from tflm.layers.masked_lm_head import MaskedLMHead
-from tflm.models.backbone import build_backbone, task_arguments
+from tflm.models.backbone import BackboneTask, build_backbone
 from tflm.models.flops import flops_per_token
 from tflm.models.losses import TokenCrossEntropy
 from tflm.models.metrics import Perplexity
@@ -14,7 +14,7 @@ PAIR_TASKS = ("nsp", "sop", "none")
 
 
 @keras.saving.register_keras_serializable(package="tflm")
-class BertPretrainer(keras.Model):
+class BertPretrainer(BackboneTask):
     """BERT / ALBERT-style pre-training: the task of the `masked_lm` objective.
 
     The masked-LM head (dense + GELU + layer norm + the tied token table + bias) runs only
@@ -75,14 +75,6 @@ class BertPretrainer(keras.Model):
             self.pair_head.build((None, hidden))
         self.built = True
 
-    @property
-    def vocabulary_size(self) -> int:
-        return self.backbone.vocabulary_size
-
-    @property
-    def max_sequence_length(self) -> int:
-        return self.backbone.max_sequence_length
-
     def call(self, inputs, training=None):
         features = {k: v for k, v in inputs.items() if k != "mask_positions"}
         outputs = self.backbone(features, training=training)
@@ -126,10 +118,6 @@ class BertPretrainer(keras.Model):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"backbone": keras.saving.serialize_keras_object(self.backbone),
-                       "pair_task": self.pair_task})
+        config["pair_task"] = self.pair_task
         return config
 
-    @classmethod
-    def from_config(cls, config):
-        return cls(**task_arguments(config))

@@ -14,7 +14,7 @@ from keras import ops
 from tflm.errors import ConfigError
 from tflm.layers import TransformerBlock
 from tflm.layers.masked_lm_head import MaskedLMHead
-from tflm.models.backbone import build_backbone, task_arguments
+from tflm.models.backbone import BackboneTask, build_backbone
 from tflm.models.flops import flops_per_token
 from tflm.models.losses import TokenCrossEntropy
 
@@ -139,7 +139,7 @@ class ReplacedTokenRecall(_ReplacedTokenMetric, keras.metrics.Recall):
 
 
 @keras.saving.register_keras_serializable(package="tflm")
-class ElectraPretrainer(keras.Model):
+class ElectraPretrainer(BackboneTask):
     """ELECTRA pre-training: generator MLM + discriminator replaced-token detection.
 
     The generator is an encoder with the backbone's number of layers and
@@ -224,14 +224,6 @@ class ElectraPretrainer(keras.Model):
         layer.build((None, None, input_dim))
         return layer
 
-    @property
-    def vocabulary_size(self) -> int:
-        return self.backbone.vocabulary_size
-
-    @property
-    def max_sequence_length(self) -> int:
-        return self.backbone.max_sequence_length
-
     def generator(self, features, training=None):
         """Generator hidden states (B, T, generator hidden) of `features` (the backbone's
         input dict), on the discriminator's embeddings."""
@@ -302,11 +294,7 @@ class ElectraPretrainer(keras.Model):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"backbone": keras.saving.serialize_keras_object(self.backbone),
-                       "generator_fraction": self.generator_fraction,
+        config.update({"generator_fraction": self.generator_fraction,
                        "discriminator_weight": self.discriminator_weight})
         return config
 
-    @classmethod
-    def from_config(cls, config):
-        return cls(**task_arguments(config))

@@ -4,14 +4,14 @@ import keras
 from keras import ops
 
 from tflm.errors import ConfigError
-from tflm.models.backbone import build_backbone, task_arguments
+from tflm.models.backbone import BackboneTask, build_backbone
 from tflm.models.flops import flops_per_token
 from tflm.models.losses import TokenCrossEntropy
 from tflm.models.metrics import Perplexity
 
 
 @keras.saving.register_keras_serializable(package="tflm")
-class GPT(keras.Model):
+class GPT(BackboneTask):
     """A decoder-only language model: the task of the `causal_lm` objective.
 
     `GPT(backbone=TransformerBackbone(...), tie_embeddings=True)`, or `GPT(**config.model)`
@@ -64,14 +64,6 @@ class GPT(keras.Model):
             self.lm_head.build((None, None, self.backbone.hidden_dim))
         self.built = True
 
-    @property
-    def vocabulary_size(self) -> int:
-        return self.backbone.vocabulary_size
-
-    @property
-    def max_sequence_length(self) -> int:
-        return self.backbone.max_sequence_length
-
     def call(self, inputs, training=None):
         hidden = self.backbone(inputs, training=training)["sequence_output"]  # (B, T, hidden)
         return self.logits(hidden)
@@ -120,14 +112,6 @@ class GPT(keras.Model):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "backbone": keras.saving.serialize_keras_object(self.backbone),
-                "tie_embeddings": self.tie_embeddings,
-            }
-        )
+        config["tie_embeddings"] = self.tie_embeddings
         return config
 
-    @classmethod
-    def from_config(cls, config):
-        return cls(**task_arguments(config))

@@ -14,15 +14,16 @@ a callable works as well (e.g. a test's own adapter).
 
 The contracts:
 
-- **task**: a ``keras.Model`` built as ``task(backbone=TransformerBackbone(...), **head)``
+- **task**: a ``keras.Model`` (``tflm.models.backbone.BackboneTask`` gives the shared
+  parts) built as ``task(backbone=TransformerBackbone(...), **head)``
   where ``head`` are the other keys of ``config.model``; it has ``default_loss()``,
   ``default_metrics()`` (compiled as ``weighted_metrics``; a dict per output for a
   multi-output task), ``flops_per_token(data_config)`` (training FLOPs per token),
   a ``backbone`` attribute, and a class attribute ``perplexity_from_loss`` (True only
   when the loss is a token-weighted mean cross-entropy and nothing else).
 - **pipeline** (adapter): ``pipeline(caches, tokenizer, config, batch_size, *, split,
-  training, seed, start_step=0, input_context=None) -> tf.data.Dataset`` of
-  ``(x, y, sample_weight)``. ``config`` is the run's config: the adapter reads
+  training, seed, start_step=0, input_context=None) -> dataset``: a TensorFlow data
+  pipeline of ``(x, y, sample_weight)``. ``config`` is the run's config: the adapter reads
   ``config.data`` and whatever head argument shapes its batches (e.g. the masked LM's
   ``config.model.pair_task``). ``caches`` maps split names to token caches; ``training``
   gives the endless (seed, step) stream of ``split`` from ``start_step`` (this worker's
