@@ -176,6 +176,20 @@ class TransformerBackbone(keras.Model):
             return self.pooling
         return "last" if self.causal else "first"
 
+    def embed(self, token_ids, segment_ids=None, position_ids=None, training=None):
+        """Token (+ segment) + position embeddings, dropout and (post-LN) the embedding
+        norm: the input of the first block, (B, T, hidden). Missing `segment_ids` mean
+        segment 0. Also the shared input of ELECTRA's generator."""
+        x = self.embedding(token_ids, position_ids=position_ids)  # (B, T, hidden)
+        if self.segment_embedding is not None:
+            if segment_ids is None:
+                segment_ids = ops.zeros_like(token_ids)
+            x = x + self.segment_embedding(segment_ids)
+        x = self.embedding_dropout(x, training=training)
+        if self.embedding_norm is not None:
+            x = self.embedding_norm(x)
+        return x
+
     def _forward(self, token_ids, padding_mask=None, segment_ids=None, position_ids=None,
                  cache=None, cache_index=None, cache_mask=None):
         """Embeddings, then the blocks: the one forward path (graph and decoding).
@@ -188,14 +202,7 @@ class TransformerBackbone(keras.Model):
         Returns:
             `(hidden (B, T, hidden_dim), cache or None)`.
         """
-        x = self.embedding(token_ids, position_ids=position_ids)  # (B, T, hidden)
-        if self.segment_embedding is not None:
-            if segment_ids is None:
-                segment_ids = ops.zeros_like(token_ids)
-            x = x + self.segment_embedding(segment_ids)
-        x = self.embedding_dropout(x)
-        if self.embedding_norm is not None:
-            x = self.embedding_norm(x)
+        x = self.embed(token_ids, segment_ids, position_ids)  # (B, T, hidden)
         per_layer = isinstance(cache, (list, tuple))
         new_caches = []
         for i, block in enumerate(self.blocks):

@@ -227,17 +227,8 @@ class ElectraPretrainer(BackboneTask):
     def generator(self, features, training=None):
         """Generator hidden states (B, T, generator hidden) of `features` (the backbone's
         input dict), on the discriminator's embeddings."""
-        b = self.backbone
-        token_ids = features["token_ids"]
-        x = b.embedding(token_ids)  # (B, T, hidden): shared token + position tables
-        if b.segment_embedding is not None:
-            segment_ids = features.get("segment_ids")
-            if segment_ids is None:
-                segment_ids = ops.zeros_like(token_ids)
-            x = x + b.segment_embedding(segment_ids)
-        x = b.embedding_dropout(x, training=training)
-        if b.embedding_norm is not None:
-            x = b.embedding_norm(x)
+        x = self.backbone.embed(features["token_ids"], features.get("segment_ids"),
+                                training=training)  # (B, T, hidden): the shared tables
         x = self.generator_projection(x)  # (B, T, generator hidden)
         for block in self.generator_blocks:
             x = block(x, padding_mask=features.get("padding_mask"), training=training)
