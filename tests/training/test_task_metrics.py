@@ -52,7 +52,7 @@ def test_macro_f1_leaves_out_a_class_absent_from_both_sides():
 
 
 def test_macro_f1_class_on_one_side_only_scores_zero():
-    # class 2 is predicted once but never true: F1 0. class 0: 2/3, class 1: 2*1/(1+2).
+    # class 2 is predicted once but never true: TP 0, so F1 0 (and it counts in the mean).
     labels = [0, 0, 1, 1]
     predictions = [0, 2, 1, 0]
     # class 0: TP 1, predicted 2, true 2 -> 1/2; class 1: TP 1, predicted 1, true 2 -> 2/3.
