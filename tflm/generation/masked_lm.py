@@ -1,9 +1,12 @@
-"""`MaskedLanguageModel`: fill-mask and encoding on strings around a masked-LM model.
+"""`MaskedLanguageModel`: fill-mask, encoding and sentence embeddings on strings around a
+masked-LM model.
 
 Texts are laid out as in pre-training, `[CLS] text [SEP]` (segment 0), with every
 literal mask token of the tokenizer (`[MASK]`) kept as the mask id
 (`tflm.text.masks.encode_with_masks`). Batches are padded to a bucket length and run
 through one compiled function per (bucket, masks per text), as `LanguageModel` does.
+`embed` / `similarity` are a `tflm.generation.embedding.SentenceEncoder`'s on the
+backbone.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from keras import ops
 
 from tflm.errors import GenerationError
 from tflm.generation.decode import bucket_length, compile_fn
+from tflm.generation.embedding import SentenceEncoder
 
 BATCH = 8  # texts per compiled call (fixed, so shapes repeat)
 
@@ -31,13 +35,15 @@ class Encoding(NamedTuple):
 
 
 class MaskedLanguageModel:
-    """A masked LM with its tokenizer: `fill_mask` and `encode` on strings.
+    """A masked LM with its tokenizer: `fill_mask`, `encode`, `embed` and `similarity` on
+    strings.
 
     Args:
         model: a `tflm.models.BertPretrainer` (anything with a `backbone` and an
             `mlm_head(sequence_output, mask_positions) -> (B, P, V)` logits).
         tokenizer: a tokenizer with `cls_id`, `sep_id`, `mask_id` and a mask token.
-        config: the run's config (kept for callers).
+        config: the run's config (its `config.model.backbone.pooling` sets `embed`'s
+            pooling, see `tflm.generation.embedding.sentence_pooling`).
     """
 
     def __init__(self, model: keras.Model, tokenizer, config=None):
@@ -45,6 +51,7 @@ class MaskedLanguageModel:
         self.tokenizer = tokenizer
         self.config = config
         self._functions: dict[tuple, object] = {}
+        self._sentence_encoder = None
 
     def _sequences(self, texts: Sequence[str]) -> list[list[int]]:
         """`[CLS] ids [SEP]` of each text, cut to the model's positions (warned)."""
@@ -133,6 +140,24 @@ class MaskedLanguageModel:
         sequences = self._sequences(texts)
         _, hidden, pooled = self._run(sequences, [[] for _ in sequences], 1)
         return Encoding(hidden, pooled, sequences)
+
+    def _encoder(self):
+        """The `SentenceEncoder` on the backbone (made on first use)."""
+        if self._sentence_encoder is None:
+            self._sentence_encoder = SentenceEncoder(self.model.backbone, self.tokenizer,
+                                                     self.config)
+        return self._sentence_encoder
+
+    def embed(self, texts: Sequence[str], batch_size: int = 64,
+              progress: bool = False) -> np.ndarray:
+        """(N, hidden) float32 L2-normalised sentence embeddings, in input order
+        (`tflm.generation.embedding.SentenceEncoder.embed`)."""
+        return self._encoder().embed(texts, batch_size=batch_size, progress=progress)
+
+    def similarity(self, a, b):
+        """Cosine similarity of two texts, or pairwise of two equal-length lists
+        (`tflm.generation.embedding.SentenceEncoder.similarity`)."""
+        return self._encoder().similarity(a, b)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
