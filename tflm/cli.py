@@ -4,6 +4,7 @@
     tflm evaluate --model=runs/x/model [--corpus=...] [--split=validation]
     tflm generate --model=runs/x/model --prompt="Once" [--sampler=top_p ...]
     tflm fill-mask --model=runs/bert/model --text="The [MASK] statement." [--top_k=5]
+    tflm embed --model=runs/bert/model --input=sentences.txt --output=vectors.npy
     tflm tokenizer --corpus=... --kind=bpe --vocab_size=8192 --out=DIR [--encode]
     tflm export --model=runs/x/model --out=DIR --format=saved_model|tflite
 
@@ -31,7 +32,7 @@ SUMMARIES = {
     "evaluate": "perplexity of a model directory on a corpus split (JSON)",
     "generate": "generate text from a model directory",
     "fill-mask": "the most likely tokens at each [MASK] of a text (masked-LM models; JSON)",
-    "embed": "sentence embeddings from an encoder model directory",
+    "embed": "sentence embeddings (.npy) of a text file with an encoder model directory",
     "finetune": "fine-tune a model directory on a downstream task",
     "export": "export a model directory as a SavedModel or TFLite model",
     "tokenizer": "train a tokenizer on a corpus (and build its token cache)",
@@ -261,6 +262,38 @@ def _fill_mask(argv) -> None:
     _print_json([{"text": text, "masks": masks} for text, masks in zip(FLAGS.text, results)])
 
 
+def _embed_flags() -> None:
+    flags.DEFINE_string("model", None, "An encoder model directory (masked LM, ELECTRA, "
+                        "SimCSE; a causal LM embeds with mean pooling).")
+    flags.DEFINE_string("input", None, "A UTF-8 text file, one sentence per line (blank "
+                        "lines are skipped).")
+    flags.DEFINE_string("output", None, "The .npy file to write: float32 (sentences, "
+                        "hidden), L2-normalised, row i = the i-th non-blank line.")
+    flags.DEFINE_integer("batch_size", 64, "Sentences per compiled call.")
+    flags.DEFINE_enum("pooling", None, ["first", "mean", "last"], "Pooling (default: the "
+                      "model's config.model.backbone.pooling, 'auto' -> mean).")
+    for name in ("model", "input", "output"):
+        flags.mark_flag_as_required(name)
+
+
+def _embed(argv) -> None:
+    from tflm.generation.embedding import embed_file
+
+    report = embed_file(FLAGS.model, FLAGS.input, FLAGS.output, batch_size=FLAGS.batch_size,
+                        pooling=FLAGS.pooling)
+    print(_embed_report(report))
+    _print_json(report)
+
+
+def _embed_report(report: dict) -> str:
+    """One line: how many sentences (and skipped blank lines), where, what shape."""
+    skipped = report["blank_lines_skipped"]
+    blank = f" ({skipped} blank line{'s' * (skipped != 1)} skipped)" if skipped else ""
+    return (f"Embedded {report['sentences']} sentences{blank} of {report['input']} into "
+            f"{report['output']}: float32 {tuple(report['shape'])}, {report['pooling']} "
+            f"pooling, L2-normalised; {report['sentences_per_second']:.0f} sentences/s.")
+
+
 def _tokenizer_flags() -> None:
     flags.DEFINE_string("corpus", "builtin", "builtin, a WikiText name, or files/dir/glob.")
     flags.DEFINE_enum("kind", "bpe", ["bpe", "wordpiece", "sentencepiece"], "Tokenizer kind.")
@@ -315,7 +348,7 @@ COMMANDS: dict[str, tuple[Callable, Callable]] = {
     "evaluate": (_evaluate_flags, _evaluate),
     "generate": (_generate_flags, _generate),
     "fill-mask": (_fill_mask_flags, _fill_mask),
-    "embed": _not_implemented("embed", "the contrastive sentence-embedding issue"),
+    "embed": (_embed_flags, _embed),
     "finetune": _not_implemented("finetune", "the fine-tuning issue"),
     "export": (_export_flags, _export),
     "tokenizer": (_tokenizer_flags, _tokenizer),
