@@ -30,6 +30,8 @@ import ml_collections
 from tflm.errors import ConfigError
 
 SECTIONS = ("model", "data", "train", "export")
+# Top-level keys beside the sections: ``init_from`` = a model directory to start from.
+TOP_LEVEL = {"init_from": ""}
 DEFAULT_OBJECTIVE = "causal_lm"
 
 # Keys whose value must be one of a fixed set (train.objective: the registry's names).
@@ -47,6 +49,8 @@ CHOICES = {
     "train.precision": ("auto", "float32", "mixed_bfloat16", "mixed_float16"),
     "train.jit_compile": ("auto", "on", "off"),
     "export.quantize": ("none", "float16", "dynamic_int8", "int8"),
+    # Keys only some objectives have (Objective.data) are checked where they exist.
+    "data.too_long": ("truncate", "error"),
 }
 
 # The backbone's shape arguments (no defaults in its constructor): gpt_mini's.
@@ -84,8 +88,17 @@ def model_section(objective: str = DEFAULT_OBJECTIVE) -> ml_collections.ConfigDi
     return section
 
 
-def data_section() -> ml_collections.ConfigDict:
-    """Corpus, tokenizer and pipeline defaults."""
+def data_section(objective: str | None = None) -> ml_collections.ConfigDict:
+    """Corpus, tokenizer and pipeline defaults, plus ``objective``'s own data keys."""
+    section = _common_data_section()
+    if objective is not None:
+        from tflm.models.tasks import get_objective
+
+        section.update(get_objective(objective).data)
+    return section
+
+
+def _common_data_section() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(
         {
             # "builtin", a WikiText name ("wikitext-2", "wikitext-103", "-raw" variants),
@@ -147,6 +160,15 @@ def train_section() -> ml_collections.ConfigDict:
             "sample_every": 500,
             "sample_prompts": ("The", "A function"),
             "sample_tokens": 32,
+            # Keep the weights of the best validation value of this metric as the model
+            # (e.g. "accuracy", "loss"; "" = the last step's). Lower is better for
+            # metrics named "loss" or "perplexity", higher for the others.
+            "keep_best": "",
+            # Layer-wise learning-rate decay: block i of L gets layer_decay**(L - i),
+            # the embeddings layer_decay**(L + 1), the head 1 (1.0 = off).
+            "layer_decay": 1.0,
+            # Train only the head for this many steps first (the backbone is frozen).
+            "freeze_backbone_steps": 0,
         }
     )
 
@@ -173,9 +195,10 @@ def base_config(objective: str = DEFAULT_OBJECTIVE) -> ml_collections.ConfigDict
     config = ml_collections.ConfigDict(
         {
             "model": model_section(objective),
-            "data": data_section(),
+            "data": data_section(objective),
             "train": train_section(),
             "export": export_section(),
+            **TOP_LEVEL,
         }
     )
     config.train.objective = objective
@@ -241,10 +264,16 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     from tflm.models.tasks import check_special_tokens, get_objective
 
     for section in config.keys():
-        if section not in SECTIONS:
-            raise ConfigError(
-                f"Unknown config section '{section}'.{suggest_keys(section, SECTIONS)}"
-            )
+        if section not in SECTIONS and section not in TOP_LEVEL:
+            raise ConfigError(f"Unknown config section '{section}'."
+                              f"{suggest_keys(section, SECTIONS + tuple(TOP_LEVEL))}")
+    for key, default in TOP_LEVEL.items():
+        if key not in config:
+            with config.unlocked():
+                config[key] = default
+        if not isinstance(config[key], str):
+            raise ConfigError(f"config.{key} must be a string (a model directory or ''), "
+                              f"got {config[key]!r}.")
     for section in SECTIONS:
         if section not in config:
             raise ConfigError(f"The config has no '{section}' section; start from "
@@ -258,6 +287,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise ConfigError(f"config.model.backbone has no {', '.join(missing)}; start from "
                           "tflm.config.base_config().")
     for path, options in CHOICES.items():
+        section, _, key = path.rpartition(".")
+        if key not in _get(config, section):
+            continue
         value = _get(config, path)
         if value not in options:
             raise ConfigError(
@@ -281,6 +313,11 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             raise ConfigError(f"config.train.{key} must be >= 1, got {t[key]}.")
     if not 0.0 < d.mask_rate < 1.0:
         raise ConfigError(f"config.data.mask_rate must be in (0, 1), got {d.mask_rate}.")
+    if not 0.0 < t.layer_decay <= 1.0:
+        raise ConfigError(f"config.train.layer_decay must be in (0, 1], got {t.layer_decay}.")
+    if t.freeze_backbone_steps < 0:
+        raise ConfigError("config.train.freeze_backbone_steps must be >= 0, got "
+                          f"{t.freeze_backbone_steps}.")
     if objective.causal is not None and bool(b.causal) != objective.causal:
         raise ConfigError(
             f"objective {objective.name!r} ({objective.description}) needs "
@@ -382,10 +419,12 @@ def config_from_dict(values: dict) -> ml_collections.ConfigDict:
         values["model"] = nest_flat_model(values["model"])
     config = base_config(values.get("train", {}).get("objective", DEFAULT_OBJECTIVE))
     for section, entries in values.items():
+        if section in TOP_LEVEL:
+            config[section] = entries
+            continue
         if section not in SECTIONS:
-            raise ConfigError(
-                f"Unknown config section '{section}'.{suggest_keys(section, SECTIONS)}"
-            )
+            raise ConfigError(f"Unknown config section '{section}'."
+                              f"{suggest_keys(section, SECTIONS + tuple(TOP_LEVEL))}")
         _set_values(config, [section], entries)
     return validate(config)
 

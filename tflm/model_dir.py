@@ -9,6 +9,8 @@ Layout of ``<path>/``:
 - ``backbone.weights.h5``: the backbone's weights on their own, for starting another task
   from this pre-trained backbone (:func:`load_backbone`).
 - ``tokenizer/``: the tokenizer's assets (``Tokenizer.save``).
+- ``labels.json``: a classifier's class names in index order (a copy of
+  ``config.model.labels`` for tools that read no config).
 
 A directory is written next to its final place and renamed into it, so a reader never
 sees a half-written one. Directories written before ``backbone.weights.h5`` and
@@ -19,6 +21,7 @@ backbone is taken from the task's weights).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import tempfile
@@ -35,6 +38,7 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 BACKBONE_WEIGHTS_FILE = "backbone.weights.h5"
 TOKENIZER_DIR = "tokenizer"
+LABELS_FILE = "labels.json"
 
 
 @dataclasses.dataclass
@@ -92,6 +96,9 @@ def save_model_dir(path: str, model: keras.Model, tokenizer: Tokenizer, config) 
         model.save_weights(os.path.join(tmp, WEIGHTS_FILE))
         model.backbone.save_weights(os.path.join(tmp, BACKBONE_WEIGHTS_FILE))
         tokenizer.save(os.path.join(tmp, TOKENIZER_DIR))
+        if getattr(model, "labels", None):
+            with open(os.path.join(tmp, LABELS_FILE), "w", encoding="utf-8") as f:
+                json.dump(list(model.labels), f, ensure_ascii=False, indent=1)
         if os.path.isdir(path):
             shutil.rmtree(path)
         os.rename(tmp, path)
@@ -199,6 +206,15 @@ def load_backbone(path: str, **overrides) -> TransformerBackbone:
         backbone.set_weights(model.backbone.get_weights())
         return backbone
     return model.backbone
+
+
+def initial_backbone(config) -> TransformerBackbone | None:
+    """The pre-trained backbone a run starts from: ``config.init_from``'s, with the run's
+    ``dropout`` and ``pooling``; None without ``init_from`` (a new backbone)."""
+    if not config.init_from:
+        return None
+    b = config.model.backbone
+    return load_backbone(config.init_from, dropout=b.dropout, pooling=b.pooling)
 
 
 def load(path: str):

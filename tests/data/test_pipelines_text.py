@@ -104,7 +104,7 @@ def test_text_pairs_and_eval_errors(tmp_path):
     dev = tmp_path / "dev.csv"
     dev.write_text("premise,hypothesis,label\na b c d,e f,yes\ng,h,maybe\n")
     labels = ["no", "yes"]
-    with pytest.raises(DataError, match=r"dev.csv:3: label 'maybe' is not in"):
+    with pytest.raises(DataError, match=r"dev.csv:3: label 'maybe' \(column 'label'\) is not in"):
         pipelines.classification_eval_dataset(
             str(dev), WordTokenizer(), 6, 2, labels, text_column="premise", cls_id=CLS, sep_id=SEP
         )

@@ -46,22 +46,33 @@ def pack_pair_tokens(
     first: tf.RaggedTensor,
     second: tf.RaggedTensor,
     seq_len: int,
-    cls_id: int,
+    cls_id: int | None,
     sep_id: int,
     pad_id: int = 0,
 ) -> dict:
-    """`[CLS] A [SEP] B [SEP]`, longer side trimmed first: `token_ids`, `padding_mask`,
-    `segment_ids` int32 (b, seq_len)."""
-    len_a, len_b = truncate_pair(first.row_lengths(), second.row_lengths(), seq_len - 3)
+    """`[CLS] A [SEP] B [SEP]` (no `[CLS]` when `cls_id` is None: a decoder's `A eos B
+    eos`), longer side trimmed first: `token_ids`, `padding_mask`, `segment_ids` int32
+    (b, seq_len)."""
+    budget = seq_len - 2 - (cls_id is not None)
+    len_a, len_b = truncate_pair(first.row_lengths(), second.row_lengths(), budget)
     first = tf.ragged.boolean_mask(first, tf.ragged.range(first.row_lengths()) < len_a[:, None])
     second = tf.ragged.boolean_mask(second, tf.ragged.range(second.row_lengths()) < len_b[:, None])
     edge = tf.ones_like(first.row_lengths(), tf.int32)[:, None]  # (b, 1)
-    packed = tf.concat([edge * cls_id, first, edge * sep_id, second, edge * sep_id], axis=1)
+    head = [edge * cls_id] if cls_id is not None else []
+    packed = tf.concat([*head, first, edge * sep_id, second, edge * sep_id], axis=1)
     segments = tf.concat(
-        [edge * 0, tf.zeros_like(first), edge * 0, tf.ones_like(second), edge], axis=1
+        [*(edge * 0 for _ in head), tf.zeros_like(first), edge * 0, tf.ones_like(second),
+         edge], axis=1
     )
     return {
         "token_ids": packed.to_tensor(pad_id, shape=[None, seq_len]),
         "padding_mask": tf.ones_like(packed).to_tensor(0, shape=[None, seq_len]),
         "segment_ids": segments.to_tensor(0, shape=[None, seq_len]),
     }
+
+
+def special_count(cls_id: int | None, sep_id: int | None, pair: bool) -> int:
+    """How many special tokens `pack_single` / `pack_pair_tokens` add to a text."""
+    if pair:
+        return 2 + (cls_id is not None)
+    return (cls_id is not None) + (sep_id is not None)

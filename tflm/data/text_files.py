@@ -1,4 +1,5 @@
-"""Reading example files: TSV / CSV with a header row, or JSONL (one object per line)."""
+"""Reading example files: TSV / CSV (with a header row, or columns named by their 0-based
+index), or JSONL (one object per line)."""
 
 import csv
 import json
@@ -10,12 +11,16 @@ from tflm.errors import DataError
 FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
 
 
-def read_columns(path: str, columns: Sequence[str]) -> tuple[dict[str, list[str]], list[int]]:
+def read_columns(path: str, columns: Sequence[str],
+                 header: bool = True) -> tuple[dict[str, list[str]], list[int]]:
     """Values of `columns` in every record of `path`, as strings, and each record's line.
 
-    The format comes from the extension: `.tsv` / `.csv` (first row names the columns) or
-    `.jsonl` / `.json` (one JSON object per line; blank lines skipped). Raises DataError
-    naming the file and line for a missing file, column or malformed line.
+    The format comes from the extension: `.tsv` / `.csv` (with `header`, the first row
+    names the columns; without, columns are named by their 0-based index: "0", "1", ...,
+    as in GLUE's CoLA files) or `.jsonl` / `.json` (one JSON object per line; blank lines
+    skipped). Raises DataError naming the file and line (and column) for a missing file,
+    an empty one, a missing column, a row with more or fewer fields than the header, a
+    malformed JSON line or bytes that are not UTF-8.
     """
     kind = FORMATS.get(os.path.splitext(path)[1].lower())
     if kind is None:
@@ -25,8 +30,11 @@ def read_columns(path: str, columns: Sequence[str]) -> tuple[dict[str, list[str]
     values: dict[str, list[str]] = {c: [] for c in columns}
     lines: list[int] = []
     with open(path, encoding="utf-8", newline="") as f:
-        records = _json_records(f, path) if kind == "jsonl" else _table_records(f, path, kind)
-        for line, record in records:
+        if kind == "jsonl":
+            records = _json_records(f, path)
+        else:
+            records = _table_records(f, path, kind, header)
+        for line, record in _utf8(records, path):
             for column in columns:
                 if record.get(column) is None:
                     raise DataError(
@@ -54,14 +62,42 @@ def _json_records(f, path):
         yield number, record
 
 
-def _table_records(f, path, kind):
-    """(line number, dict) of each row after the header."""
-    reader = csv.DictReader(
+def _utf8(records, path):
+    """`records`, with a decoding error turned into a DataError naming the line."""
+    line = 0
+    try:
+        for line, record in records:
+            yield line, record
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"{path}:{line + 1}: not UTF-8 (byte {err.object[err.start]:#x}); save the file "
+            "as UTF-8."
+        ) from err
+
+
+def _table_records(f, path, kind, header):
+    """(line number, dict) of each row (after the header row when there is one)."""
+    reader = csv.reader(
         f,
         delimiter="\t" if kind == "tsv" else ",",
         quoting=csv.QUOTE_NONE if kind == "tsv" else csv.QUOTE_MINIMAL,
     )
-    if reader.fieldnames is None:
-        raise DataError(f"{path}: empty file; the first row must name the columns.")
+    names = None
+    if header:
+        names = next(reader, None)
+        if names is None:
+            raise DataError(f"{path}: empty file; the first row must name the columns "
+                            "(or set config.data.header=False).")
     for row in reader:
-        yield reader.line_num, row
+        if not any(field.strip() for field in row):
+            continue
+        if names is None:
+            yield reader.line_num, {str(i): field for i, field in enumerate(row)}
+            continue
+        if len(row) != len(names):
+            raise DataError(
+                f"{path}:{reader.line_num}: {len(row)} fields, but the header names "
+                f"{len(names)} ({', '.join(names)}); fix the row (a tab or comma inside a "
+                "text must be quoted in CSV, and TSV texts cannot hold tabs)."
+            )
+        yield reader.line_num, dict(zip(names, row))

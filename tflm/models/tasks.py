@@ -37,6 +37,17 @@ The contracts:
   ``tflm.load`` returns (default: ``tflm.model_dir.LoadedModel``).
 - **export** (optional): ``export(model, tokenizer, config, out, format, quantize) ->
   report`` behind ``tflm export``.
+- **data** (optional): the objective's own ``config.data`` keys with their defaults (a
+  fine-tuning task's ``train`` / ``validation`` files and column names), added to
+  ``base_config(objective)``'s data section.
+- **corpus**: False for objectives whose examples come from their own files
+  (``config.data.train``...), not from the corpus: no corpus is read and no token cache
+  built (``caches`` is empty), and the tokenizer comes from ``config.init_from`` or
+  ``config.data.tokenizer_dir``.
+- **configure** (optional): ``configure(config) -> dict`` of ``"section.key": value``
+  that the run's data decide (a classifier's ``model.labels`` read from its training
+  file), applied before the run's config is written (``tflm.training.prepare.
+  resolve_config``), so the model directory rebuilds the same model.
 """
 
 from __future__ import annotations
@@ -48,6 +59,7 @@ from collections.abc import Callable
 
 from tflm.errors import ConfigError
 from tflm.models.bert import BertPretrainer
+from tflm.models.classifier import SequenceClassifier, SequenceRegressor, TokenClassifier
 from tflm.models.electra import ElectraPretrainer
 from tflm.models.gpt import GPT
 
@@ -63,7 +75,10 @@ class Objective:
         special_tokens: tokenizer roles the objective needs (``tflm.text.SPECIAL_ROLES``:
             ``"eos"``, ``"mask"``, ``"cls"``, ``"sep"``, ...).
         causal: the ``config.model.backbone.causal`` the task needs; None = either.
-        callbacks, interface, export: optional hooks (callable or ``"module:attribute"``).
+        callbacks, interface, export, configure: optional hooks (callable or
+            ``"module:attribute"``).
+        data: the objective's own ``config.data`` keys and defaults.
+        corpus: whether the run reads the corpus (and builds token caches).
         description: one line for error messages and ``--help``.
     """
 
@@ -75,6 +90,9 @@ class Objective:
     callbacks: Callable | str | None = None
     interface: Callable | str | None = None
     export: Callable | str | None = None
+    data: dict = dataclasses.field(default_factory=dict)
+    corpus: bool = True
+    configure: Callable | str | None = None
     description: str = ""
 
     def resolve(self, field: str) -> Callable | None:
@@ -186,4 +204,38 @@ register_objective(Objective(
     causal=False,
     description="replaced-token detection (ELECTRA): a small masked-LM generator fills "
                 "15% of the tokens, the discriminator spots the replaced ones",
+))
+
+# The config.data keys of the fine-tuning objectives: labelled files and their columns.
+FILE_DATA = {
+    "train": "",  # .tsv / .csv / .jsonl (token classification: also CoNLL .conll / .txt)
+    "validation": "",
+    "header": True,  # TSV / CSV: the first row names the columns; False: "0", "1", ...
+    "text_column": "text",
+    "text_pair_column": "",  # a second text for pair tasks; "" = single texts
+    "label_column": "label",
+    "too_long": "truncate",  # texts longer than seq_len: "truncate" (warned) or "error"
+}
+
+register_objective(Objective(
+    name="classification",
+    task=SequenceClassifier,
+    pipeline="tflm.data.classification:classification_pipeline",
+    callbacks="tflm.training.finetune:classification_callbacks",
+    interface="tflm.generation.classifier:TextClassifier",
+    data=FILE_DATA,
+    corpus=False,
+    configure="tflm.data.classification:configure_labels",
+    description="text or text-pair classification from labelled files (fine-tuning)",
+))
+
+register_objective(Objective(
+    name="regression",
+    task=SequenceRegressor,
+    pipeline="tflm.data.classification:regression_pipeline",
+    callbacks="tflm.training.finetune:regression_callbacks",
+    interface="tflm.generation.classifier:TextRegressor",
+    data=FILE_DATA,
+    corpus=False,
+    description="text or text-pair regression (e.g. STS-B scores) from labelled files",
 ))

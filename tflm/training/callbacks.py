@@ -1,4 +1,5 @@
-"""Training callbacks that count global steps: NaN guard, stop step, periodic checkpoints.
+"""Training callbacks that count global steps: NaN guard, stop step, periodic checkpoints,
+the best checkpoint by a validation metric.
 
 Keras numbers batches from 0 in every epoch; the trainer makes every epoch
 ``steps_per_epoch`` steps long and starts a resumed ``fit`` at ``initial_epoch``, so the
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import json
 import math
 import os
 import re
@@ -170,3 +172,83 @@ class PeriodicCheckpoints(StepCallback):
         if self.keep > 0:
             for old in steps[: -self.keep]:
                 os.remove(checkpoint_path(self.directory, old))
+
+
+BEST_WEIGHTS = "best.weights.h5"
+BEST_INFO = "best.json"
+
+
+class KeepBest(StepCallback):
+    """Keeps the task's weights at the best validation value of one metric.
+
+    After every validation, if ``val_<metric>`` improved, the task's weights go to
+    ``<directory>/best.weights.h5`` and the step and validation logs to ``best.json``
+    (both renamed into place, so a killed run keeps a complete pair and a resumed run
+    goes on from the best so far). :meth:`restore` loads them back, so the model
+    directory written at the end is the best model.
+
+    Args:
+        steps_per_epoch: Keras epoch length in steps.
+        task: the task model.
+        metric: a validation metric's name without ``val_`` (``"accuracy"``,
+            ``"loss"``); lower is better when it contains "loss" or "perplexity".
+        directory: where the files go (the run's ``checkpoints/``).
+    """
+
+    def __init__(self, steps_per_epoch: int, task: keras.Model, metric: str, directory: str):
+        super().__init__(steps_per_epoch)
+        self.task = task
+        self.metric = metric
+        self.directory = directory
+        self.lower_is_better = "loss" in metric or "perplexity" in metric
+        self.best_step, self.best_value, self.best_logs = None, None, {}
+        info = os.path.join(directory, BEST_INFO)
+        if os.path.isfile(info) and os.path.isfile(os.path.join(directory, BEST_WEIGHTS)):
+            with open(info, encoding="utf-8") as f:
+                saved = json.load(f)
+            if saved.get("metric") == metric:
+                self.best_step, self.best_value = saved["step"], saved["value"]
+                self.best_logs = saved["logs"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        logs = logs or {}
+        key = f"val_{self.metric}"
+        if key not in logs:
+            if "val_loss" in logs:  # a validation that does not report the metric
+                found = sorted(k[4:] for k in logs if k.startswith("val_"))
+                raise TrainingError(
+                    f"config.train.keep_best = {self.metric!r} is not a validation metric "
+                    f"of this run; it reports {', '.join(found)}. Set keep_best to one of "
+                    "them (or '' to keep the last weights)."
+                )
+            return
+        value = float(logs[key])
+        if self.best_value is not None and (
+                value >= self.best_value if self.lower_is_better else value <= self.best_value):
+            return
+        self.best_step, self.best_value = self.step, value
+        self.best_logs = {k[4:]: float(v) for k, v in logs.items() if k.startswith("val_")}
+        os.makedirs(self.directory, exist_ok=True)
+        weights = os.path.join(self.directory, BEST_WEIGHTS)
+        self.task.save_weights(f"{weights}.tmp.weights.h5")
+        os.replace(f"{weights}.tmp.weights.h5", weights)
+        info = os.path.join(self.directory, BEST_INFO)
+        with open(f"{info}.tmp", "w", encoding="utf-8") as f:
+            json.dump({"metric": self.metric, "step": self.step, "value": value,
+                       "logs": self.best_logs}, f, indent=2)
+        os.replace(f"{info}.tmp", info)
+        logging.info("Best validation %s so far: %.6g at step %d.", self.metric, value,
+                     self.step)
+
+    def restore(self) -> bool:
+        """Loads the best weights into the task; False if none were kept."""
+        weights = os.path.join(self.directory, BEST_WEIGHTS)
+        if self.best_step is None or not os.path.isfile(weights):
+            return False
+        self.task.load_weights(weights)
+        return True
+
+    def summary_fields(self) -> dict:
+        return {"keep_best": self.metric, "best_step": self.best_step,
+                f"best_validation_{self.metric}": self.best_value}

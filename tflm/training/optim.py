@@ -118,9 +118,28 @@ class AdamW(keras.optimizers.AdamW):
         **kwargs: ``keras.optimizers.AdamW`` arguments.
     """
 
-    def __init__(self, no_decay=(), **kwargs):
+    def __init__(self, no_decay=(), layer_decay=1.0, freeze_steps=0, **kwargs):
         super().__init__(**kwargs)
         self.no_decay = tuple(no_decay)
+        self.layer_decay = float(layer_decay)
+        self.freeze_steps = int(freeze_steps)
+        self._layers: dict[int, tuple[int, bool]] = {}  # id(variable) -> (depth, backbone)
+        self._scales = None  # per variable index: (learning-rate factor, frozen)
+
+    def set_layers(self, model: keras.Model) -> None:
+        """Reads the depth of each of ``model``'s variables in its ``backbone``
+        (embeddings 0, block i i + 1, the rest of the backbone and the head at the top),
+        for ``layer_decay`` and ``freeze_steps``. Call before the first step."""
+        backbone = model.backbone
+        top = backbone.num_layers + 1
+        depth = {id(v): top for v in model.trainable_variables}
+        backbone_ids = {id(v) for v in backbone.trainable_variables}
+        for v in backbone.trainable_variables:
+            depth[id(v)] = 0 if "embedding" in v.path else top
+        for i, block in enumerate(backbone.blocks):
+            for v in block.trainable_variables:
+                depth[id(v)] = i + 1
+        self._layers = {key: (d, key in backbone_ids) for key, d in depth.items()}
 
     def build(self, var_list):
         if self.built:
@@ -129,6 +148,30 @@ class AdamW(keras.optimizers.AdamW):
             var_list=[v for v in var_list if not decays(v.path, self.no_decay)]
         )
         super().build(var_list)
+        if self._layers and (self.layer_decay != 1.0 or self.freeze_steps > 0):
+            top = max(d for d, _ in self._layers.values())
+            self._scales = [
+                (self.layer_decay ** (top - self._layers.get(id(v), (top, False))[0]),
+                 self._layers.get(id(v), (top, False))[1])
+                for v in var_list
+            ]
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self._scales is None:
+            return super().update_step(gradient, variable, learning_rate)
+        # Per-variable learning rate: the decay below is applied here (with the same
+        # factor) instead of in _apply_weight_decay, which knows only the global rate.
+        factor, in_backbone = self._scales[self._get_variable_index(variable)]
+        lr = ops.cast(learning_rate, variable.dtype) * factor
+        if in_backbone and self.freeze_steps > 0:
+            lr = lr * ops.cast(self.iterations >= self.freeze_steps, variable.dtype)
+        if self.weight_decay and self._use_weight_decay(variable):
+            self.assign_sub(variable, variable * ops.cast(self.weight_decay, variable.dtype) * lr)
+        return super().update_step(gradient, variable, lr)
+
+    def _apply_weight_decay(self, variables):
+        if self._scales is None:
+            super()._apply_weight_decay(variables)
 
     def _replicated(self) -> bool:
         """Whether gradients are per-replica shares still to be summed."""
@@ -148,7 +191,8 @@ class AdamW(keras.optimizers.AdamW):
         return [(grad, var) for grad, (_, var) in zip(grads, grads_and_vars)]
 
     def get_config(self):
-        return {**super().get_config(), "no_decay": list(self.no_decay)}
+        return {**super().get_config(), "no_decay": list(self.no_decay),
+                "layer_decay": self.layer_decay, "freeze_steps": self.freeze_steps}
 
 
 def make_optimizer(train_config, model: keras.Model) -> keras.optimizers.Optimizer:
@@ -161,7 +205,8 @@ def make_optimizer(train_config, model: keras.Model) -> keras.optimizers.Optimiz
         train_config: ``config.train``; reads ``learning_rate``, ``warmup_steps``,
             ``steps``, ``lr_decay``, ``min_lr_ratio``, ``weight_decay``, ``no_decay``,
             ``beta_1``, ``beta_2``, ``epsilon``, ``clip_norm`` (0 = no clipping),
-            ``grad_accum_steps``.
+            ``grad_accum_steps``, ``layer_decay``, ``freeze_backbone_steps`` (in
+            training steps; the optimizer counts updates).
         model: the model to train; under a ``mixed_float16`` dtype policy the optimizer
             is wrapped in ``keras.optimizers.LossScaleOptimizer``.
 
@@ -178,7 +223,11 @@ def make_optimizer(train_config, model: keras.Model) -> keras.optimizers.Optimiz
         epsilon=train_config.epsilon,
         global_clipnorm=train_config.clip_norm or None,
         gradient_accumulation_steps=accum if accum > 1 else None,
+        layer_decay=train_config.layer_decay,
+        freeze_steps=-(-int(train_config.freeze_backbone_steps) // accum),
     )
+    if hasattr(model, "backbone"):
+        optimizer.set_layers(model)
     if model.dtype_policy.name == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer

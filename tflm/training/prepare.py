@@ -1,4 +1,10 @@
-"""Data preparation of a run: corpus -> tokenizer -> token caches, all cached on disk.
+"""Data preparation of a run: its resolved config, then corpus -> tokenizer -> token
+caches, all cached on disk.
+
+``resolve_config`` settles what a run takes from outside its config file before anything
+is written: with ``config.init_from`` (a model directory) the backbone's architecture
+and the tokenizer are the directory's, and the objective's ``configure`` hook fills
+what its data decide (a classifier's labels).
 
 The tokenizer is loaded from ``config.data.tokenizer_dir`` when it is set; otherwise it
 is trained on the corpus' train split with ``config.data.tokenizer`` and
@@ -28,13 +34,15 @@ from tflm.models.tasks import check_special_tokens, get_objective
 from tflm.text import Tokenizer, check_vocabulary, load_tokenizer, train_tokenizer
 
 SPLITS = ("train", "validation")
+# Backbone arguments a fine-tuning run may set itself: they hold no weights.
+FREE_BACKBONE_KEYS = ("dropout", "pooling")
 
 
 @dataclasses.dataclass
 class Prepared:
     """What a run reads: the corpus, its tokenizer and a token cache per split."""
 
-    corpus: Corpus
+    corpus: Corpus | None
     tokenizer: Tokenizer
     caches: dict[str, TokenCache]
 
@@ -54,7 +62,84 @@ def tokenizer_dir(config, corpus: Corpus) -> str:
     return os.path.join(cache_root(d), "tokenizers", name)
 
 
-def get_tokenizer(config, corpus: Corpus) -> Tokenizer:
+def _init_from(config, defaults) -> dict:
+    """The ``"section.key": value`` updates that ``config.init_from`` implies.
+
+    The directory's backbone arguments replace the config's, except ``dropout`` and
+    ``pooling``; a shape the config sets to another value than both the default and the
+    directory's is a conflict. The tokenizer is the directory's.
+    """
+    from tflm.model_dir import TOKENIZER_DIR, read_model_config
+
+    path = os.path.abspath(os.path.expanduser(config.init_from))
+    source = read_model_config(path).model.backbone.to_dict()
+    updates = {}
+    for key, value in source.items():
+        mine = config.model.backbone[key]
+        if key in FREE_BACKBONE_KEYS:
+            continue
+        if mine != value and mine != defaults.model.backbone[key]:
+            raise ConfigError(
+                f"config.model.backbone.{key} = {mine!r}, but config.init_from={path!r} "
+                f"holds a model with {key}={value!r}: a pre-trained model's architecture is "
+                "fixed. Remove the override, or train from scratch without init_from."
+            )
+        updates[f"model.backbone.{key}"] = value
+    tokenizer = os.path.join(path, TOKENIZER_DIR)
+    given = config.data.tokenizer_dir
+    if given and os.path.abspath(os.path.expanduser(given)) != tokenizer:
+        raise ConfigError(
+            f"config.data.tokenizer_dir={given!r} and config.init_from={path!r}: a model "
+            "directory is fine-tuned with its own tokenizer (its token ids are what the "
+            "weights learned); remove config.data.tokenizer_dir."
+        )
+    updates["data.tokenizer_dir"] = tokenizer
+    updates["data.tokenizer"] = load_tokenizer(tokenizer).kind
+    updates["init_from"] = path
+    return updates
+
+
+def resolve_config(config):
+    """``config`` with what ``init_from`` and the objective's data decide filled in.
+
+    Idempotent: resolving a resolved config changes nothing, so a resumed run compares
+    equal to the config it wrote.
+
+    Raises:
+        ConfigError: a conflict with ``init_from``'s architecture or tokenizer (naming
+            the key), or what ``validate`` raises for the resolved config (e.g. a causal
+            model directory for a bidirectional objective).
+        ModelDirError: ``init_from`` is not a model directory.
+    """
+    objective = get_objective(config.train.objective)
+    updates = {}
+    if config.init_from:
+        updates.update(_init_from(config, config_lib.base_config(objective.name)))
+    hook = objective.resolve("configure")
+    values = config_lib.config_to_dict(config)
+    for path, value in updates.items():
+        _set_path(values, path, value)
+    try:
+        resolved = config_lib.config_from_dict(values)
+        if hook:
+            for path, value in hook(resolved).items():
+                _set_path(values, path, value)
+            resolved = config_lib.config_from_dict(values)
+    except ConfigError as e:
+        if not config.init_from:
+            raise
+        raise ConfigError(f"with config.init_from={config.init_from!r}: {e}") from e
+    return resolved
+
+
+def _set_path(values: dict, path: str, value) -> None:
+    *parents, key = path.split(".")
+    for parent in parents:
+        values = values[parent]
+    values[key] = list(value) if isinstance(value, tuple) else value
+
+
+def get_tokenizer(config, corpus: Corpus | None) -> Tokenizer:
     """The run's tokenizer: loaded, or trained once and cached (see module docstring).
 
     Raises:
@@ -64,6 +149,12 @@ def get_tokenizer(config, corpus: Corpus) -> Tokenizer:
     """
     if config.data.tokenizer_dir:
         tokenizer = load_tokenizer(os.path.expanduser(config.data.tokenizer_dir))
+    elif corpus is None:
+        raise ConfigError(
+            f"objective {config.train.objective!r} reads no corpus to train a tokenizer "
+            "on: set config.init_from=MODEL_DIR (fine-tuning uses the directory's "
+            "tokenizer) or config.data.tokenizer_dir=DIR."
+        )
     else:
         path = tokenizer_dir(config, corpus)
         if not os.path.isdir(path):
@@ -93,6 +184,9 @@ def get_tokenizer(config, corpus: Corpus) -> Tokenizer:
 def prepare(config, splits=SPLITS) -> Prepared:
     """Loads the corpus, gets the tokenizer and builds (or reuses) the token caches.
 
+    An objective without a corpus (``Objective.corpus`` False: it reads its own files)
+    gets only the tokenizer and no caches.
+
     Args:
         config: the run's validated config; reads ``config.data`` and
             ``config.model.backbone.vocabulary_size``.
@@ -102,6 +196,8 @@ def prepare(config, splits=SPLITS) -> Prepared:
         DataError: the corpus is missing or a split is empty.
         TokenizerError: see :func:`get_tokenizer`.
     """
+    if not get_objective(config.train.objective).corpus:
+        return Prepared(None, get_tokenizer(config, None), {})
     corpus = load_corpus(config.data)
     tokenizer = get_tokenizer(config, corpus)
     tokens_dir = os.path.join(cache_root(config.data), "tokens")

@@ -41,15 +41,21 @@ from absl import logging
 from tflm import config as config_lib
 from tflm.data.pipelines import distributed_dataset
 from tflm.errors import ConfigError, TrainingError
-from tflm.model_dir import build_model, save_model_dir
+from tflm.model_dir import build_model, initial_backbone, save_model_dir
 from tflm.models.tasks import get_objective
 from tflm.training import multi_worker
 from tflm.training.backup import ExactBackupAndRestore
-from tflm.training.callbacks import NanGuard, PeriodicCheckpoints, StopAtStep, TrainContext
+from tflm.training.callbacks import (
+    KeepBest,
+    NanGuard,
+    PeriodicCheckpoints,
+    StopAtStep,
+    TrainContext,
+)
 from tflm.training.mfu import peak_flops
 from tflm.training.monitor import TrainingMonitor, write_model_graph
 from tflm.training.optim import make_optimizer
-from tflm.training.prepare import prepare
+from tflm.training.prepare import prepare, resolve_config
 from tflm.training.strategy import (
     is_chief,
     make_strategy,
@@ -61,7 +67,9 @@ from tflm.training.training_model import TrainingModel
 CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
 INITIAL_EVAL_FILE = "initial_evaluation.json"
-RUN_SECTIONS = ("model", "data", "train")  # a difference here changes the run's result
+# A difference here changes the run's result.
+RUN_SECTIONS = ("model", "data", "train")
+RUN_KEYS = tuple(config_lib.TOP_LEVEL)
 
 
 def _write_json(path: str, values: dict) -> None:
@@ -98,7 +106,8 @@ def _check_workdir(config, workdir: str) -> bool:
         for section in RUN_SECTIONS
         for key in sorted(set(old[section]) | set(new[section]))
         if old[section].get(key) != new[section].get(key)
-    ]
+    ] + [f"{key} ({old.get(key)!r} there, {new.get(key)!r} now)"
+         for key in RUN_KEYS if old.get(key) != new.get(key)]
     if diffs:
         raise TrainingError(
             f"--workdir {workdir} holds a run with a different config: {'; '.join(diffs)}. "
@@ -124,7 +133,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         TrainingError: ``workdir`` holds another config's run; the loss became NaN/inf.
         DataError, TokenizerError: corpus or tokenizer problems.
     """
-    config = config_lib.validate(config)
+    config = resolve_config(config_lib.validate(config))
     _check_train_config(config.train)
     workdir = os.path.abspath(os.path.expanduser(workdir))
     same_run = _check_workdir(config, workdir)
@@ -175,8 +184,9 @@ def _validation_epochs(steps: int, per_epoch: int, eval_every: int) -> list[int]
             if min(e * per_epoch, steps) % eval_every == 0 or e == epochs]
 
 
-def _callbacks(config, per_epoch, out, task, backup, monitor, extra) -> list:
-    """The callbacks of ``fit``, in order: the NaN guard must come first."""
+def _callbacks(config, per_epoch, out, task, backup, monitor, extra, keep_best) -> list:
+    """The callbacks of ``fit``, in order: the NaN guard must come first, ``keep_best``
+    after the objective's (which may add validation scores to the logs)."""
     t = config.train
     checkpoint_dir = os.path.join(out, "checkpoints")
     callbacks = [NanGuard(per_epoch, checkpoint_dir)]
@@ -190,7 +200,7 @@ def _callbacks(config, per_epoch, out, task, backup, monitor, extra) -> list:
         # Its write_graph finds no graph on TF 2.21's tf.function: write_model_graph.
         keras.callbacks.TensorBoard(os.path.join(out, "logs"), write_graph=False),
         *extra,
-    ]
+    ] + ([keep_best] if keep_best else [])
 
 
 def compile_training_model(config, strategy) -> tuple[keras.Model, keras.Model]:
@@ -199,7 +209,7 @@ def compile_training_model(config, strategy) -> tuple[keras.Model, keras.Model]:
     Call under ``strategy.scope()`` with the run's dtype policy set
     (``resolve_precision``); ``benchmarks/train_throughput.py`` times exactly this.
     """
-    task = build_model(config)
+    task = build_model(config, backbone=initial_backbone(config))
     model = multi_worker.apply_workarounds(TrainingModel(task), strategy)
     model.compile(optimizer=make_optimizer(config.train, task), loss=task.default_loss(),
                   weighted_metrics=task.default_metrics(),
@@ -244,7 +254,9 @@ def _train(config, workdir, out, strategy, data, precision) -> dict:
         per_epoch, log_dir, t.log_every, t.batch_size * config.data.seq_len, t.batch_size,
         task.flops_per_token(config.data), peak,
         initial_validation=initial if start_step == 0 else None)
-    callbacks = _callbacks(config, per_epoch, out, task, backup, monitor, extra)
+    keep_best = (KeepBest(per_epoch, task, t.keep_best, os.path.join(out, "checkpoints"))
+                 if t.keep_best else None)
+    callbacks = _callbacks(config, per_epoch, out, task, backup, monitor, extra, keep_best)
     history = {}
     if start_step < t.steps:
         write_model_graph(os.path.join(log_dir, "train"), task, input_spec)
@@ -255,6 +267,8 @@ def _train(config, workdir, out, strategy, data, precision) -> dict:
             callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2,
         ).history
     final = {k[4:]: v[-1] for k, v in history.items() if k.startswith("val_")}
+    if keep_best and keep_best.restore():  # the model directory gets the best weights
+        final = keep_best.best_logs
     if not final:
         final = model.evaluate(eval_ds, verbose=0, return_dict=True)
     save_model_dir(os.path.join(out, "model"), task, data.tokenizer, config)
@@ -266,7 +280,8 @@ def _train(config, workdir, out, strategy, data, precision) -> dict:
         **{f"train_{k}": v[-1] for k, v in history.items() if not k.startswith("val_")},
         **{f"validation_{k}": v for k, v in final.items()},
         **{f"initial_validation_{k}": v for k, v in (initial or {}).items()},
-        **{k: v for callback in extra if hasattr(callback, "summary_fields")
+        **{k: v for callback in extra + [keep_best]
+           if hasattr(callback, "summary_fields")
            for k, v in callback.summary_fields().items()},
         **monitor.throughput(),
         "device": device,
