@@ -284,3 +284,12 @@ def configure_labels(config) -> dict:
         raise DataError(f"{path}: every example has the label {labels[0]!r}; a classifier "
                         "needs at least 2 labels in its training file.")
     return {"model.labels": tuple(labels)}
+
+
+def check_regression_file(config) -> dict:
+    """The `regression` objective's `configure` hook: reads `config.data.train` once so a
+    missing column or a non-numeric target fails before the run starts; sets nothing."""
+    d = config.data
+    read_examples(split_file(d, "train"), None, d.text_column, d.text_pair_column or None,
+                  d.label_column, header=d.header, regression=True)
+    return {}

@@ -1,5 +1,5 @@
 """What `tflm.load` returns for fine-tuned models: `TextClassifier.classify`,
-`TextRegressor.predict` and `TokenTagger.tag` on strings.
+`TextRegressor.predict` and `TokenTagger.tag` on strings (each also `embed`s).
 
 Texts are laid out exactly as the training pipeline lays them out (the same in-graph
 packing, `tflm.data.encoding`, at the run's `config.data.seq_len`): `[CLS] text [SEP]`
@@ -79,10 +79,13 @@ class _FineTuned:
 
     def _outputs(self, texts) -> np.ndarray:
         """The task model's outputs for every text, in order."""
-        features = self._features(texts)
+        return self._run(self._features(texts))
+
+    def _run(self, features: dict) -> np.ndarray:
+        """The task model's outputs for packed features (N, seq_len), in fixed batches."""
         if self._function is None:
             self._function = compile_fn(lambda x: self.model(x, training=False), self.model)
-        count = len(texts)
+        count = len(features["token_ids"])
         outputs = []
         for first in range(0, count, BATCH):
             chunk = {}
@@ -137,3 +140,45 @@ class TextRegressor(_FineTuned):
         if not len(texts):
             return np.zeros((0,), "float32")
         return self._outputs(texts).astype("float32")
+
+
+class TokenTagger(_FineTuned):
+    """A fine-tuned `TokenClassifier` with its tokenizer (`token_classification`)."""
+
+    def tag(self, texts) -> list[list[dict]]:
+        """The tag of every word: texts are strings (split on whitespace) or word lists.
+
+        Returns:
+            Per text, per word `{"word", "label", "score"}` (label None for words past
+            the model's `config.data.seq_len` tokens, with a warning).
+        """
+        from tflm.data.token_classification import encode_words
+
+        if isinstance(texts, str) or not isinstance(texts, Sequence):
+            raise GenerationError(f"pass a list of texts (or word lists), got "
+                                  f"{type(texts).__name__}")
+        sentences = [t.split() if isinstance(t, str) else [str(w) for w in t] for t in texts]
+        if not sentences:
+            return []
+        token_ids, mask, first = encode_words(self.tokenizer, sentences, self.config.data.seq_len)
+        features = {"token_ids": token_ids, "padding_mask": mask}
+        if self.model.backbone.num_segments:
+            features["segment_ids"] = np.zeros_like(token_ids)
+        probabilities = _softmax(self._run(features))
+        labels, results, cut = self.labels, [], 0
+        for row, words in enumerate(sentences):
+            tagged = []
+            for i, word in enumerate(words):
+                position = first[row, i]
+                if position < 0:
+                    cut += 1
+                    tagged.append({"word": word, "label": None, "score": None})
+                    continue
+                p = probabilities[row, position]
+                tagged.append({"word": word, "label": labels[int(np.argmax(p))],
+                               "score": float(np.max(p))})
+            results.append(tagged)
+        if cut:
+            logging.warning("%d words did not fit the model's %d tokens and are not tagged.",
+                            cut, self.config.data.seq_len)
+        return results

@@ -237,5 +237,19 @@ register_objective(Objective(
     interface="tflm.generation.classifier:TextRegressor",
     data=FILE_DATA,
     corpus=False,
+    configure="tflm.data.classification:check_regression_file",
     description="text or text-pair regression (e.g. STS-B scores) from labelled files",
+))
+
+register_objective(Objective(
+    name="token_classification",
+    task=TokenClassifier,
+    pipeline="tflm.data.token_classification:token_classification_pipeline",
+    callbacks="tflm.training.finetune:token_classification_callbacks",
+    interface="tflm.generation.classifier:TokenTagger",
+    data={**FILE_DATA, "text_column": "tokens", "label_column": "tags",
+          "outside_label": "O"},  # JSONL keys; CoNLL files: word ... tag per line
+    corpus=False,
+    configure="tflm.data.token_classification:configure_tags",
+    description="a tag per word (named entities, part of speech) from CoNLL / JSONL files",
 ))
