@@ -7,6 +7,7 @@ from tflm.models.flops import flops_per_token
 from tflm.models.gpt import GPT
 from tflm.models.losses import TokenCrossEntropy, token_cross_entropy
 from tflm.models.metrics import Perplexity
+from tflm.models.simcse import SimCSE
 from tflm.models.tasks import (
     Objective,
     get_objective,
@@ -21,6 +22,7 @@ __all__ = [
     "GPT",
     "Objective",
     "Perplexity",
+    "SimCSE",
     "TokenCrossEntropy",
     "TransformerBackbone",
     "flops_per_token",

@@ -10,6 +10,17 @@ Perplexity comes from the loss: for a language model the compiled loss *is* the
 weighted-mean token cross-entropy, so ``exp`` of its token-weighted running mean is the
 perplexity, exactly. Keras would compute it as a metric from the (B, T, V) logits, a
 second cross-entropy pass that costs ~15% of a float32 CPU train step without XLA.
+
+A compiled loss or metric with a ``gather`` attribute (a contrastive loss: its in-batch
+negatives) gets ``tflm.training.replicas.gather``, so its batch is the global batch
+under any strategy, with exact gradients (see that module).
+
+Under a distribution strategy Keras builds the model, loss and metrics before the first
+step from ``strategy.reduce("MEAN", first batch)`` (keras 3.15.1), which turns int token
+ids into float32 under ``MirroredStrategy``, and the task's backbone refuses them:
+``TrainingModel`` builds from this replica's own first batch instead (the
+MultiWorkerMirrored form of the same bug is ``tflm.training.multi_worker``'s workaround
+1).
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ import keras
 import tensorflow as tf
 
 from tflm.models.metrics import Perplexity
+from tflm.training.replicas import install_gather
 
 
 class TrainingModel(keras.Model):
@@ -35,6 +47,9 @@ class TrainingModel(keras.Model):
     and the model adds no other losses, so the default is the task class' own
     ``perplexity_from_loss`` (True for ``GPT``; absent = False, e.g. summed losses).
 
+    ``compile`` gives every loss and metric with a ``gather`` attribute the
+    cross-replica gather (``tflm.training.replicas``).
+
     Args:
         task: the built task model (e.g. ``GPT``), created under the strategy's scope.
         perplexity_from_loss: log the perplexity derived from the loss (see above);
@@ -50,16 +65,34 @@ class TrainingModel(keras.Model):
         self.perplexity = Perplexity(name="perplexity") if perplexity_from_loss else None
         self.built = task.built
 
-    def compile(self, *args, metrics=None, weighted_metrics=None, **kwargs):
+    def compile(self, optimizer="rmsprop", loss=None, *args, metrics=None,
+                weighted_metrics=None, **kwargs):
+        install_gather([loss, metrics, weighted_metrics])
         if self.perplexity is not None:
             metrics, weighted_metrics = (
                 None if given is None else [m for m in given if not isinstance(m, Perplexity)]
                 for given in (metrics, weighted_metrics)
             )
-        super().compile(*args, metrics=metrics, weighted_metrics=weighted_metrics, **kwargs)
+        super().compile(optimizer, loss, *args, metrics=metrics,
+                        weighted_metrics=weighted_metrics, **kwargs)
 
     def call(self, inputs, training=None):
         return self.task(inputs, training=training)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Build from the first replica's batch, not a MEAN over replicas (module doc).
+        if iterator is None or self._distribute_strategy is None:
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        for _, _, batches in iterator:
+            data_batch = next(batches)
+            break
+        strategy = self._distribute_strategy
+        data_batch = tf.nest.map_structure(
+            lambda v: strategy.experimental_local_results(v)[0]
+            if isinstance(v, tf.distribute.DistributedValues) else v,
+            data_batch,
+        )
+        return super()._maybe_symbolic_build(data_batch=data_batch)
 
     def compute_output_spec(self, inputs, training=None):
         return self.task.compute_output_spec(inputs, training=training)
