@@ -1,16 +1,24 @@
-"""Masked-LM (encoder) export: a TF Serving SavedModel with ``fill_mask`` / ``encode`` on
-strings, or a TFLite encoder, each verified against the Keras model.
+"""Encoder export: a TF Serving SavedModel with ``fill_mask`` / ``encode`` / ``embed`` on
+strings, or a TFLite encoder, each verified against the Keras model and
+``SentenceEncoder``.
 
 SavedModel layout and rules as ``tflm/export/saved_model.py`` (``OUT/<name>/<version>/``,
 versions immutable, tokenizer in the graph, loads with only ``tensorflow`` +
 ``tensorflow_text``); signatures in ``tflm/export/encoder_signatures.py``:
 
 - ``fill_mask`` {text (B,), top_k ()} -> {token_ids (B, M, K), scores (B, M, K),
-  mask_count (B,)}
-- ``encode`` = ``serving_default`` {text (B,)} -> {pooled (B, H), sequence_output (B, S, H),
-  lengths (B,)}
+  mask_count (B,)} (masked LM)
+- ``encode`` {text (B,)} -> {pooled (B, H), sequence_output (B, S, H), lengths (B,)}
+  (``serving_default`` of a masked LM)
+- ``embed`` {text (B,)} -> {embedding (B, H)}: L2-normalised sentence vectors, pooled by
+  ``tflm.generation.embedding.sentence_pooling`` of ``config.model.backbone.pooling``
+  (``serving_default`` of ``export_sentence_encoder``)
 
-TFLite (``tflm/export/encoder_tflite.py``): ``encode`` and ``mlm`` on token ids, batch 1.
+TFLite (``tflm/export/encoder_tflite.py``): ``encode``, ``mlm`` and ``embed`` on token ids,
+batch 1 (``export_sentence_encoder``: ``embed`` only).
+
+Two export hooks: ``export_masked_lm`` (``masked_lm``) and ``export_sentence_encoder``
+(any task with a ``backbone`` and no masked-LM head: ELECTRA's discriminator, SimCSE).
 """
 
 from __future__ import annotations
@@ -24,12 +32,19 @@ import tensorflow as tf
 from tflm.errors import ExportError
 from tflm.export import encoder_signatures
 from tflm.export.api import verification_texts
-from tflm.export.encoder_signatures import EncoderModule
-from tflm.export.encoder_tflite import export_encoder_tflite
+from tflm.export.encoder_signatures import EncoderModule, SentenceModule
+from tflm.export.encoder_tflite import (
+    export_embedding_tflite,
+    export_encoder_tflite,
+    probe_sentences,
+)
 from tflm.export.saved_model import save_serving, version_path
+from tflm.generation.embedding import SentenceEncoder, sentence_pooling
 
-TOLERANCE = 1e-4  # float32 export vs Keras: probabilities, hidden states, logits
+TOLERANCE = 1e-4  # float32 export vs Keras: probabilities, hidden states, logits, vectors
 VERIFY_TOP_K = 5
+MASKED_LM_SIGNATURES = ("embed", "encode", "fill_mask", "serving_default")
+SENTENCE_SIGNATURES = ("embed", "encode", "serving_default")
 
 
 def export_masked_lm(model, tokenizer, config, out: str, format: str = "saved_model",
@@ -37,36 +52,77 @@ def export_masked_lm(model, tokenizer, config, out: str, format: str = "saved_mo
     """The ``masked_lm`` objective's export hook (see ``tflm.export.api.export_model``).
 
     ``format="saved_model"`` writes ``out/<config.export.name>/<config.export.version>/``
-    (``fill_mask``, ``encode``, ``serving_default`` = ``encode``); ``format="tflite"``
-    writes ``out/model.tflite`` (+ ``out/model_<quantize>.tflite``) with ``encode`` and
-    ``mlm`` signatures (``config.data.max_predictions`` mask positions) and
-    ``out/tokenizer/``. Both verify against the Keras model on held-out texts of the
-    training corpus and write ``out/report.json``.
+    (``fill_mask``, ``encode``, ``embed``, ``serving_default`` = ``encode``);
+    ``format="tflite"`` writes ``out/model.tflite`` (+ ``out/model_<quantize>.tflite``)
+    with ``encode``, ``mlm`` (``config.data.max_predictions`` mask positions) and
+    ``embed`` signatures and ``out/tokenizer/``. Both verify against the Keras model and
+    ``SentenceEncoder`` on held-out texts of the training corpus and write
+    ``out/report.json``.
 
     Raises:
         ExportError: the version directory exists, int8 without a readable corpus, or an
             export that does not match the Keras model.
     """
     train_texts, held_out = verification_texts(config, quantize)
+    pooling = sentence_pooling(config.model.backbone.pooling)
     os.makedirs(out, exist_ok=True)
     if format == "tflite":
         return export_encoder_tflite(
             model, tokenizer, out, predictions=int(config.data.max_predictions),
             quantize=(quantize,), calibration_texts=train_texts, eval_texts=held_out,
             representative_samples=int(config.export.representative_samples),
+            pooling=pooling,
         )
     path = export_encoder_saved_model(model, tokenizer, out, name=config.export.name,
-                                      version=config.export.version)
-    report = {"format": "saved_model", "path": path,
-              "signatures": ["encode", "fill_mask", "serving_default"],
-              "verification": verify_encoder_saved_model(path, model, tokenizer, held_out)}
+                                      version=config.export.version, pooling=pooling)
+    check = verify_encoder_saved_model(path, model, tokenizer, held_out, pooling=pooling)
+    return _saved_model_report(out, path, pooling, MASKED_LM_SIGNATURES, check,
+                               check["fill_mask_ids_identical"]
+                               and check["encode_lengths_identical"] and check["within_1e-4"])
+
+
+def export_sentence_encoder(model, tokenizer, config, out: str, format: str = "saved_model",
+                            quantize: str = "none") -> dict:
+    """The export hook of encoders without a masked-LM head (ELECTRA's discriminator,
+    SimCSE): only ``model.backbone`` is exported (see ``tflm.export.api.export_model``).
+
+    ``format="saved_model"`` writes ``out/<config.export.name>/<config.export.version>/``
+    with ``embed`` (= ``serving_default``) and ``encode``; ``format="tflite"`` writes
+    ``out/model.tflite`` (+ ``out/model_<quantize>.tflite``) with ``embed`` and
+    ``out/tokenizer/``. The pooling is ``sentence_pooling(config.model.backbone.pooling)``,
+    as ``SentenceEncoder.from_model_dir``'s. Both verify against ``SentenceEncoder`` (and
+    ``encode`` against the backbone) on held-out texts and write ``out/report.json``.
+
+    Raises:
+        ExportError: the version directory exists, int8 without a readable corpus, or an
+            export that does not match the Keras model.
+    """
+    train_texts, held_out = verification_texts(config, quantize)
+    pooling = sentence_pooling(config.model.backbone.pooling)
+    os.makedirs(out, exist_ok=True)
+    if format == "tflite":
+        return export_embedding_tflite(
+            model.backbone, tokenizer, out, pooling=pooling, quantize=(quantize,),
+            calibration_texts=train_texts, eval_texts=held_out,
+            representative_samples=int(config.export.representative_samples))
+    path = version_path(out, config.export.name, config.export.version)
+    save_serving(SentenceModule(model.backbone, tokenizer, pooling), path,
+                 sentence_signatures_of)
+    check = verify_sentence_saved_model(path, model.backbone, tokenizer, held_out, pooling)
+    return _saved_model_report(out, path, pooling, SENTENCE_SIGNATURES, check,
+                               check["encode_lengths_identical"] and check["within_1e-4"])
+
+
+def _saved_model_report(out: str, path: str, pooling: str, signatures: tuple[str, ...],
+                        check: dict, ok: bool) -> dict:
+    """Writes ``out/report.json``; raises ExportError unless ``ok``."""
+    report = {"format": "saved_model", "path": path, "pooling": pooling,
+              "signatures": list(signatures), "verification": check}
     with open(os.path.join(out, "report.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2)
-    check = report["verification"]
-    if not (check["fill_mask_ids_identical"] and check["encode_lengths_identical"]
-            and check["within_1e-4"]):
+    if not ok:
         raise ExportError(f"the SavedModel at {path} does not match the Keras model: "
-                          f"{ {k: v for k, v in check.items() if k != 'probe_texts'} }")
+                          f"{ {k: v for k, v in check.items() if 'texts' not in k} }")
     return report
 
 
@@ -74,18 +130,28 @@ def encoder_signatures_of(module: EncoderModule) -> dict:
     """Signature name -> ``tf.function`` for a masked LM."""
     encode = encoder_signatures.encode_signature(module)
     return {"serving_default": encode, "encode": encode,
-            "fill_mask": encoder_signatures.fill_mask_signature(module)}
+            "fill_mask": encoder_signatures.fill_mask_signature(module),
+            "embed": encoder_signatures.embed_signature(module)}
+
+
+def sentence_signatures_of(module: SentenceModule) -> dict:
+    """Signature name -> ``tf.function`` for an encoder without a masked-LM head."""
+    embed = encoder_signatures.embed_signature(module)
+    return {"serving_default": embed, "embed": embed,
+            "encode": encoder_signatures.encode_signature(module)}
 
 
 def export_encoder_saved_model(model, tokenizer, out: str, name: str = "tflm",
-                               version: int = 1) -> str:
+                               version: int = 1, pooling: str | None = None) -> str:
     """Writes the masked LM's SavedModel to ``out/<name>/<version>/``; returns the path.
+    ``pooling``: ``embed``'s (None: ``sentence_pooling`` of the backbone's).
 
     Raises:
         ExportError: the version directory is not empty, or saving fails.
     """
     path = version_path(out, name, version)
-    return save_serving(EncoderModule(model, tokenizer), path, encoder_signatures_of)
+    return save_serving(EncoderModule(model, tokenizer, pooling), path,
+                        encoder_signatures_of)
 
 
 def masked_probe_texts(texts: list[str], token: str, count: int = 6,
@@ -107,14 +173,16 @@ def masked_probe_texts(texts: list[str], token: str, count: int = 6,
 
 
 def verify_encoder_saved_model(path: str, model, tokenizer, texts: list[str],
-                               top_k: int = VERIFY_TOP_K) -> dict:
+                               top_k: int = VERIFY_TOP_K, pooling: str | None = None) -> dict:
     """Loads the SavedModel at ``path`` and compares ``fill_mask`` and ``encode`` with
-    ``tflm.generation.masked_lm.MaskedLanguageModel`` on probes of ``texts``.
+    ``tflm.generation.masked_lm.MaskedLanguageModel`` on probes of ``texts``, ``embed``
+    with ``SentenceEncoder.embed`` (``pooling``) on the probes and sentences of ``texts``.
 
     Returns a dict: ``fill_mask_ids_identical`` (top-k ids and mask counts),
     ``fill_mask_scores_max_abs_diff``, ``encode_pooled_max_abs_diff``,
     ``encode_hidden_max_abs_diff`` (real tokens), ``encode_lengths_identical``,
-    ``within_1e-4`` (every difference) and the ``probe_texts``.
+    ``embed_max_abs_diff``, ``within_1e-4`` (every difference), the ``probe_texts`` and
+    ``embed_texts``.
     """
     from tflm.generation.masked_lm import MaskedLanguageModel
     from tflm.text.masks import mask_token
@@ -135,16 +203,59 @@ def verify_encoder_saved_model(path: str, model, tokenizer, texts: list[str],
                 served["scores"][row, slot, :len(scores)] - scores))))
     encoded = lm.encode(probes)
     out = {k: v.numpy() for k, v in loaded.signatures["encode"](text=text).items()}
-    lengths = [len(ids) for ids in encoded.token_ids]
+    check = {"fill_mask_ids_identical": bool(identical),
+             "fill_mask_scores_max_abs_diff": score_diff,
+             **_encode_check(out, encoded.token_ids, encoded.hidden_states, encoded.pooled)}
+    encoder = SentenceEncoder(model.backbone, tokenizer, pooling=pooling)
+    check.update(_embed_check(loaded, encoder, probes + probe_sentences(texts, 8)))
+    return _within(check, probe_texts=probes)
+
+
+def verify_sentence_saved_model(path: str, backbone, tokenizer, texts: list[str],
+                                pooling: str | None = None) -> dict:
+    """Loads the SavedModel at ``path`` and compares ``embed`` with
+    ``SentenceEncoder.embed`` (``pooling``) and ``encode`` with the backbone called on the
+    same ids, on sentences of ``texts`` and one whole text (cut to the window).
+
+    Returns a dict: ``encode_pooled_max_abs_diff``, ``encode_hidden_max_abs_diff``,
+    ``encode_lengths_identical``, ``embed_max_abs_diff``, ``within_1e-4`` and the
+    ``embed_texts``.
+    """
+    encoder = SentenceEncoder(backbone, tokenizer, pooling=pooling)
+    probes = probe_sentences(texts, 16) + list(texts[:1])
+    loaded = tf.saved_model.load(path)
+    out = {k: v.numpy() for k, v in loaded.signatures["encode"](
+        text=tf.constant(probes)).items()}
+    sequences = encoder.token_ids(probes)
+    hidden, pooled = [], []
+    for ids in sequences:  # one unpadded call per text
+        direct = backbone({"token_ids": np.asarray([ids], np.int32)})
+        hidden.append(np.asarray(direct["sequence_output"], np.float32)[0])
+        pooled.append(np.asarray(direct["pooled_output"], np.float32)[0])
+    check = _encode_check(out, sequences, hidden, np.stack(pooled))
+    check.update(_embed_check(loaded, encoder, probes))
+    return _within(check)
+
+
+def _encode_check(out: dict, sequences, hidden_states, pooled) -> dict:
+    """``encode``'s outputs ``out`` against the hidden states and pooled vectors of the
+    laid-out ``sequences``."""
+    lengths = [len(ids) for ids in sequences]
     hidden_diff = max(float(np.max(np.abs(out["sequence_output"][row, :n] - hidden)))
-                      for row, (n, hidden) in enumerate(zip(lengths, encoded.hidden_states)))
-    pooled_diff = float(np.max(np.abs(out["pooled"] - encoded.pooled)))
-    return {
-        "fill_mask_ids_identical": bool(identical),
-        "fill_mask_scores_max_abs_diff": score_diff,
-        "encode_pooled_max_abs_diff": pooled_diff,
-        "encode_hidden_max_abs_diff": hidden_diff,
-        "encode_lengths_identical": out["lengths"].tolist() == lengths,
-        "within_1e-4": max(score_diff, hidden_diff, pooled_diff) <= TOLERANCE,
-        "probe_texts": probes,
-    }
+                      for row, (n, hidden) in enumerate(zip(lengths, hidden_states)))
+    return {"encode_pooled_max_abs_diff": float(np.max(np.abs(out["pooled"] - pooled))),
+            "encode_hidden_max_abs_diff": hidden_diff,
+            "encode_lengths_identical": out["lengths"].tolist() == lengths}
+
+
+def _embed_check(loaded, encoder: SentenceEncoder, texts: list[str]) -> dict:
+    """``embed`` of the loaded SavedModel against ``encoder.embed`` on ``texts``."""
+    served = loaded.signatures["embed"](text=tf.constant(texts))["embedding"].numpy()
+    return {"embed_max_abs_diff": float(np.max(np.abs(served - encoder.embed(texts)))),
+            "embed_pooling": encoder.pooling, "embed_texts": texts}
+
+
+def _within(check: dict, **extra) -> dict:
+    """``check`` with ``within_1e-4`` (every ``*_max_abs_diff``) and ``extra`` added."""
+    diffs = [v for k, v in check.items() if k.endswith("max_abs_diff")]
+    return {**check, "within_1e-4": max(diffs) <= TOLERANCE, **extra}
