@@ -219,3 +219,24 @@ def test_token_classification_from_conll(bert_dir, root):
     open(bad, "w").write("it O\nwas\n")
     with pytest.raises(DataError, match=r"bad.conll:2: 'was' has no tag"):
         resolve_config(validate(_config(bert_dir, bad, bad, "token_classification")))
+
+
+def test_continued_pretraining_of_a_gpt_reuses_its_tokenizer(root):
+    gpt = _encoder_dir(os.path.join(root, "cpt"), "bpe", causal=True)
+    text = os.path.join(root, "my_text.txt")
+    rng = random.Random(7)
+    with open(text, "w") as f:
+        f.write("\n\n".join(" ".join(f"the {rng.choice(POSITIVE)} cat sat on the mat ."
+                                     for _ in range(6)) for _ in range(200)))
+    config = base_config("causal_lm")
+    config.init_from = gpt
+    cache = os.path.join(root, "cpt_cache")
+    config.data.update(corpus=text, seq_len=32, cache_dir=cache)
+    config.train.update(batch_size=8, steps=40, warmup_steps=4, learning_rate=3e-3,
+                        eval_every=40, checkpoint_every=40, eval_steps=4, sample_every=1000)
+    summary = finetune(config, os.path.join(root, "cpt_run"))
+    assert summary["validation_perplexity"] < 0.5 * summary["initial_validation_perplexity"]
+    assert not os.path.exists(os.path.join(cache, "tokenizers"))  # none trained
+    lm = tflm.load(summary["model_dir"])
+    assert lm.tokenizer.fingerprint == tflm.text.load_tokenizer(
+        os.path.join(gpt, "tokenizer")).fingerprint

@@ -161,3 +161,47 @@ def test_mixed_precision_keeps_float32_variables(policy, name):
     optimizer = make_optimizer(train_section(), model)
     is_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
     assert is_scaled == (name == "mixed_float16")
+
+
+def _tiny_classifier():
+    from tflm.models.classifier import SequenceClassifier
+
+    keras.utils.set_random_seed(0)
+    return SequenceClassifier(
+        dict(vocabulary_size=20, num_layers=2, hidden_dim=8, num_heads=2, intermediate_dim=16,
+             max_sequence_length=6, causal=False), labels=("a", "b"))
+
+
+def _step(model, optimizer):
+    """One optimizer update with all-ones gradients; the change of every variable."""
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    optimizer.apply([keras.ops.ones_like(v) for v in model.trainable_variables],
+                    model.trainable_variables)
+    return {v.path: np.abs(v.numpy() - b).max() for v, b in zip(model.trainable_variables, before)}
+
+
+def test_layer_decay_scales_each_depths_learning_rate():
+    model = _tiny_classifier()
+    optimizer = make_optimizer(train_config(learning_rate=1e-2, warmup_steps=0, lr_decay="constant",
+                                            weight_decay=0.0, clip_norm=0.0, layer_decay=0.5),
+                               model)
+    change = _step(model, optimizer)
+    # Adam's first update is lr * sign(g): top (head) 1, block 1: 0.5, block 0: 0.25,
+    # embeddings 0.125 (2 blocks: the head is depth 3).
+    assert change["head/kernel"] == pytest.approx(1e-2, rel=1e-3)
+    assert change["block_1/mlp_in/kernel"] == pytest.approx(5e-3, rel=1e-3)
+    assert change["block_0/mlp_in/kernel"] == pytest.approx(2.5e-3, rel=1e-3)
+    assert change["embedding/token_embeddings"] == pytest.approx(1.25e-3, rel=1e-3)
+
+
+def test_frozen_backbone_moves_only_after_its_steps():
+    model = _tiny_classifier()
+    optimizer = make_optimizer(train_config(learning_rate=1e-2, warmup_steps=0, lr_decay="constant",
+                                            weight_decay=0.1, clip_norm=0.0,
+                                            freeze_backbone_steps=2), model)
+    for _ in range(2):
+        change = _step(model, optimizer)
+        assert change["head/kernel"] > 0
+        assert all(v == 0 for k, v in change.items() if not k.startswith("head"))
+    change = _step(model, optimizer)
+    assert all(v > 0 for k, v in change.items() if "gamma" in k or "kernel" in k)
