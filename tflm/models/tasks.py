@@ -62,6 +62,7 @@ from tflm.models.bert import BertPretrainer
 from tflm.models.classifier import SequenceClassifier, SequenceRegressor, TokenClassifier
 from tflm.models.electra import ElectraPretrainer
 from tflm.models.gpt import GPT
+from tflm.models.simcse import SimCSE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,4 +253,27 @@ register_objective(Objective(
     corpus=False,
     configure="tflm.data.token_classification:configure_tags",
     description="a tag per word (named entities, part of speech) from CoNLL / JSONL files",
+))
+
+register_objective(Objective(
+    name="simcse",
+    task=SimCSE,
+    pipeline="tflm.data.contrastive:simcse_pipeline",
+    callbacks="tflm.training.simcse:simcse_callbacks",
+    interface="tflm.training.simcse:sentence_encoder",
+    export="tflm.export.encoder:export_sentence_encoder",
+    data={
+        # Supervised SimCSE: (anchor, positive[, hard negative]) rows of .tsv / .csv
+        # (header row) / .jsonl files; "" = unsupervised on the corpus' documents.
+        "train": "",
+        "validation": "",
+        "columns": ("sent0", "sent1", "hard_neg"),  # SimCSE's NLI file; 2 names = pairs
+        # Sentence pairs with a gold score: the Spearman of their cosine at every
+        # validation (STS-B's columns).
+        "similarity_validation": "",
+        "similarity_columns": ("sentence1", "sentence2", "score"),
+    },
+    configure="tflm.training.simcse:configure_pooling",
+    description="contrastive sentence embeddings (SimCSE): InfoNCE with in-batch negatives "
+                "over two dropout views of each corpus document, or pairs / triples of a file",
 ))
