@@ -52,11 +52,12 @@ def test_config_override_typo_names_the_key_and_valid_keys(tmp_path):
     assert not (tmp_path / "config.json").exists()
 
 
-@pytest.mark.parametrize("name", ["embed", "finetune"])
-def test_unlanded_subcommands_refuse_and_do_nothing(name, tmp_path):
-    result = run_cli(name, f"--model={tmp_path}")
-    assert result.returncode != 0
-    assert "not implemented yet" in result.stderr
+def test_finetune_without_init_from_says_so_and_does_nothing(tmp_path):
+    result = run_cli("finetune", "--config=configs/classify_mini.py",
+                     f"--workdir={tmp_path / 'run'}")
+    assert result.returncode == 1
+    assert "--config.init_from=MODEL_DIR" in result.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_usage_names_match_summaries():

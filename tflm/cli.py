@@ -1,6 +1,8 @@
 """The ``tflm`` command: one sub-command per library function.
 
     tflm train --config=configs/gpt_mini.py --workdir=runs/x [--config.train.steps=100]
+    tflm finetune --config=configs/classify_mini.py --config.init_from=runs/x/model \
+        --config.data.train=train.tsv --config.data.validation=dev.tsv --workdir=runs/y
     tflm evaluate --model=runs/x/model [--corpus=...] [--split=validation]
     tflm generate --model=runs/x/model --prompt="Once" [--sampler=top_p ...]
     tflm fill-mask --model=runs/bert/model --text="The [MASK] statement." [--top_k=5]
@@ -33,14 +35,10 @@ SUMMARIES = {
     "generate": "generate text from a model directory",
     "fill-mask": "the most likely tokens at each [MASK] of a text (masked-LM models; JSON)",
     "embed": "sentence embeddings (.npy) of a text file with an encoder model directory",
-    "finetune": "fine-tune a model directory on a downstream task",
+    "finetune": "fine-tune a model directory (--config.init_from) on labelled files or new text",
     "export": "export a model directory as a SavedModel or TFLite model",
     "tokenizer": "train a tokenizer on a corpus (and build its token cache)",
 }
-
-
-class NotImplementedYet(TflmError):
-    """A sub-command whose feature has not landed yet."""
 
 
 def _print_json(value) -> None:
@@ -142,6 +140,14 @@ def _train(argv) -> None:
     from tflm.training import train
 
     summary = train(_loaded_config(), FLAGS.workdir)
+    print(_train_report(summary, FLAGS.workdir))
+    _print_json(summary)
+
+
+def _finetune(argv) -> None:
+    from tflm.training.finetune import finetune
+
+    summary = finetune(_loaded_config(), FLAGS.workdir)
     print(_train_report(summary, FLAGS.workdir))
     _print_json(summary)
 
@@ -332,24 +338,13 @@ def _export(argv) -> None:
                              quantize=FLAGS.quantize))
 
 
-def _not_implemented(name: str, issue: str) -> tuple[Callable, Callable]:
-    def define() -> None:
-        flags.DEFINE_string("model", None, "A model directory.")
-
-    def run(argv) -> None:
-        raise NotImplementedYet(f"tflm {name} is not implemented yet ({issue} has not "
-                                "landed); nothing was done.")
-
-    return define, run
-
-
 COMMANDS: dict[str, tuple[Callable, Callable]] = {
     "train": (_train_flags, _train),
     "evaluate": (_evaluate_flags, _evaluate),
     "generate": (_generate_flags, _generate),
     "fill-mask": (_fill_mask_flags, _fill_mask),
     "embed": (_embed_flags, _embed),
-    "finetune": _not_implemented("finetune", "the fine-tuning issue"),
+    "finetune": (_train_flags, _finetune),
     "export": (_export_flags, _export),
     "tokenizer": (_tokenizer_flags, _tokenizer),
 }

@@ -240,3 +240,21 @@ def test_continued_pretraining_of_a_gpt_reuses_its_tokenizer(root):
     lm = tflm.load(summary["model_dir"])
     assert lm.tokenizer.fingerprint == tflm.text.load_tokenizer(
         os.path.join(gpt, "tokenizer")).fingerprint
+
+
+def test_finetune_command_line(bert_dir, files, root):
+    from tests.test_cli import run_cli
+
+    workdir = os.path.join(root, "cli")
+    result = run_cli("finetune", "--config=configs/classify_mini.py",
+                     f"--config.init_from={bert_dir}", f"--config.data.train={files[0]}",
+                     f"--config.data.validation={files[1]}", "--config.data.text_column=sentence",
+                     "--config.data.seq_len=24", "--config.train.steps=20",
+                     "--config.train.eval_every=10", "--config.train.checkpoint_every=10",
+                     "--config.train.batch_size=8", "--config.train.learning_rate=2e-3",
+                     f"--workdir={workdir}", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "macro_f1" in result.stdout and "accuracy" in result.stdout
+    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    assert summary["keep_best"] == "accuracy" and summary["best_step"] in (10, 20)
+    assert tflm.load(os.path.join(workdir, "model")).labels == ["neg", "pos"]
