@@ -62,9 +62,12 @@ SCRIPT = textwrap.dedent("""
         data = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
         history = trainer.fit(data, epochs=STEPS, steps_per_epoch=1, shuffle=False,
                               verbose=0).history
+        # 7 rows: the replicas hold different numbers of them.
+        uneven = tf.data.Dataset.from_tensor_slices((x, y)).take(7).batch(7)
         return {"replicas": strategy.num_replicas_in_sync, "loss": history["loss"],
                 "accuracy": history["accuracy"],
-                "weights": [w.tolist() for w in model.get_weights()]}
+                "weights": [w.tolist() for w in model.get_weights()],
+                "evaluation": trainer.evaluate(uneven, verbose=0, return_dict=True)}
 
     mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     result = {"one": train(tf.distribute.get_strategy()), "two": train(mirrored),
@@ -94,6 +97,12 @@ def test_two_replicas_equal_one_device_on_the_global_batch(runs):
     np.testing.assert_allclose(two["accuracy"], one["accuracy"], rtol=1e-6)
     for a, b in zip(two["weights"], one["weights"]):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_an_uneven_last_batch_is_still_the_global_batch(runs):
+    one, two = runs["one"]["evaluation"], runs["two"]["evaluation"]
+    np.testing.assert_allclose(two["loss"], one["loss"], rtol=1e-5)
+    np.testing.assert_allclose(two["accuracy"], one["accuracy"], rtol=1e-6)
 
 
 def test_without_the_gather_each_replica_sees_half_the_negatives(runs):

@@ -43,7 +43,8 @@ def gather(rows: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor | int]:
     if context is None or context.num_replicas_in_sync == 1:
         return rows, 0
     sizes = context.all_gather(tf.shape(rows)[:1], axis=0)  # (R,) rows per replica
-    start = tf.reduce_sum(sizes[:context.replica_id_in_sync_group])
+    before = tf.range(tf.size(sizes)) < context.replica_id_in_sync_group  # static shapes
+    start = tf.reduce_sum(tf.where(before, sizes, tf.zeros_like(sizes)))
     return context.all_gather(rows, axis=0), start
 
 
