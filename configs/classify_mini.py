@@ -28,6 +28,7 @@ def get_config():
     config.train.weight_decay = 0.01
     config.train.beta_2 = 0.999
     config.train.eval_every = 50
+    config.train.eval_steps = 0  # the whole validation file
     config.train.checkpoint_every = 50
     config.train.keep_best = "accuracy"
     return config

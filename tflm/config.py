@@ -153,6 +153,7 @@ def train_section() -> ml_collections.ConfigDict:
             "jit_compile": "auto",
             "seed": 0,
             "eval_every": 200,
+            # Validation batches per evaluation; 0 = the whole validation split.
             "eval_steps": 20,
             "log_every": 20,
             "checkpoint_every": 100,
@@ -313,6 +314,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             raise ConfigError(f"config.train.{key} must be >= 1, got {t[key]}.")
     if not 0.0 < d.mask_rate < 1.0:
         raise ConfigError(f"config.data.mask_rate must be in (0, 1), got {d.mask_rate}.")
+    if t.eval_steps < 0:
+        raise ConfigError(f"config.train.eval_steps must be >= 0 (0 = all), got {t.eval_steps}.")
     if not 0.0 < t.layer_decay <= 1.0:
         raise ConfigError(f"config.train.layer_decay must be in (0, 1], got {t.layer_decay}.")
     if t.freeze_backbone_steps < 0:

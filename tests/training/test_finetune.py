@@ -258,3 +258,16 @@ def test_finetune_command_line(bert_dir, files, root):
     summary = json.loads(result.stdout[result.stdout.index("{"):])
     assert summary["keep_best"] == "accuracy" and summary["best_step"] in (10, 20)
     assert tflm.load(os.path.join(workdir, "model")).labels == ["neg", "pos"]
+
+
+def test_evaluate_reports_the_fine_tuning_scores(bert_dir, files, root):
+    from tflm.training import evaluate
+
+    run = finetune(_config(bert_dir, *files, steps=15, eval_every=15, checkpoint_every=15),
+                   os.path.join(root, "evaluated"))
+    first = evaluate(run["model_dir"])
+    assert first["corpus"] == files[1]
+    assert first["accuracy"] == pytest.approx(run["validation_accuracy"])
+    assert first["macro_f1"] == pytest.approx(run["validation_macro_f1"])
+    on_train = evaluate(run["model_dir"], corpus=files[0])
+    assert on_train["corpus"] == files[0] and {"mcc", "macro_f1"} <= set(on_train)

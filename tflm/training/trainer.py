@@ -173,7 +173,9 @@ def _datasets(config, data, strategy, start_step):
                   batch_size=t.batch_size, seed=d.seed)
     train_ds = distributed_dataset(strategy, lambda ctx: pipeline(
         **common, split="train", training=True, start_step=start_step, input_context=ctx))
-    eval_ds = pipeline(**common, split="validation", training=False).take(t.eval_steps)
+    eval_ds = pipeline(**common, split="validation", training=False)
+    if t.eval_steps > 0:  # 0 = the whole validation split (a fine-tuning dev file)
+        eval_ds = eval_ds.take(t.eval_steps)
     return train_ds, eval_ds
 
 
