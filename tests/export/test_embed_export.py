@@ -145,3 +145,18 @@ def test_causal_model_embeds_raw_ids_in_the_saved_model(tmp_path):
     np.testing.assert_allclose(embed(text=tf.constant(texts))["embedding"].numpy(),
                                SentenceEncoder(model.backbone, tokenizer, config).embed(texts),
                                atol=1e-5)
+
+
+def test_electra_discriminator_exports_as_a_sentence_encoder(tmp_path):
+    """The hook ELECTRA / SimCSE entries name: only the discriminator is saved."""
+    path = tiny_encoder_dir(tmp_path / "electra", objective="electra")
+    model, tokenizer, config = load_model_dir(path)
+    report = export_sentence_encoder(model, tokenizer, config, str(tmp_path / "out"))
+    assert report["pooling"] == "mean" and report["verification"]["within_1e-4"]
+    saved = tf.train.list_variables(os.path.join(report["path"], "variables", "variables"))
+    assert len(saved) - 1 == len(model.backbone.weights) < len(model.weights)
+    texts = ["the quick brown fox", "a function returns a value " * 10]
+    served = tf.saved_model.load(report["path"]).signatures["serving_default"]
+    np.testing.assert_allclose(served(text=tf.constant(texts))["embedding"].numpy(),
+                               SentenceEncoder.from_model_dir(path).embed(texts), atol=1e-5)
+

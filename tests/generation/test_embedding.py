@@ -23,20 +23,21 @@ MIXED = ["a", "the quick brown fox jumps over the lazy dog " * 2, "a function re
 
 def tiny_encoder_dir(path, objective="masked_lm", pooling="auto", seed=0) -> str:
     """A model directory of a 1-layer, hidden-16 model with random weights (scaled up so
-    texts get distinct vectors): a WordPiece BertPretrainer (``masked_lm``) or a BPE GPT
-    (``causal_lm``), with ``config.model.backbone.pooling = pooling``."""
+    texts get distinct vectors): a BPE GPT (``causal_lm``), else a bidirectional
+    WordPiece model of ``objective`` (``masked_lm``: a BertPretrainer, ``electra``), with
+    ``config.model.backbone.pooling = pooling``."""
     from tflm.config import base_config, validate
     from tflm.model_dir import build_model, save_model_dir
     from tflm.text import train_tokenizer
 
     config = base_config(objective)
-    if objective == "masked_lm":
+    if objective == "causal_lm":
+        tokenizer = train_tokenizer("bpe", TEXTS, 300)
+    else:
         tokenizer = train_tokenizer("wordpiece", TEXTS, 120, lowercase=True)
         config.model.backbone.update(causal=False, norm_first=False, activation="gelu",
                                      num_segments=2)
         config.data.update(tokenizer="wordpiece", lowercase=True)
-    else:
-        tokenizer = train_tokenizer("bpe", TEXTS, 300)
     config.model.backbone.update(vocabulary_size=tokenizer.vocabulary_size, num_layers=1,
                                  hidden_dim=16, num_heads=2, intermediate_dim=32,
                                  max_sequence_length=WINDOW, pooling=pooling)
