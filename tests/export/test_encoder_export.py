@@ -81,7 +81,7 @@ def test_layout_and_report(exported):
 def test_fresh_process_needs_only_tensorflow_and_tf_text(served):
     _, result = served
     assert result["foreign_modules"] == []
-    assert result["signatures"] == ["encode", "fill_mask", "serving_default"]
+    assert result["signatures"] == ["embed", "encode", "fill_mask", "serving_default"]
 
 
 def test_fill_mask_equals_loaded_model(served, loaded):

@@ -220,6 +220,13 @@ class SentenceEncoder:
         return np.sum(unit[:len(a)] * unit[len(a):], axis=1).astype(np.float32)
 
 
+def task_encoder(model: keras.Model, tokenizer, config) -> SentenceEncoder:
+    """The interface hook of encoder objectives whose task has no use of its own at
+    inference (`simcse`, `electra`): a `SentenceEncoder` on the task's backbone, with the
+    pooling of `config` (`tflm.load(dir).embed(texts)`)."""
+    return SentenceEncoder(model.backbone, tokenizer, config)
+
+
 def read_sentences(path: str) -> tuple[list[str], int]:
     """The non-blank lines of the UTF-8 text file `path` (line ends stripped) and how many
     blank lines were skipped.

@@ -203,6 +203,8 @@ register_objective(Objective(
     pipeline="tflm.data.electra:electra_pipeline",
     special_tokens=("mask", "cls", "sep", "pad"),
     causal=False,
+    interface="tflm.generation.embedding:task_encoder",
+    export="tflm.export.encoder:export_sentence_encoder",
     description="replaced-token detection (ELECTRA): a small masked-LM generator fills "
                 "15% of the tokens, the discriminator spots the replaced ones",
 ))
