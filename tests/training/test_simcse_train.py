@@ -40,8 +40,9 @@ def documents():
 
 @pytest.fixture(scope="module")
 def encoder_dir(tmp_path_factory, documents):
-    """A model directory of a 2-layer, hidden-32 masked LM fitted for 150 steps on the
-    training sentences; its corpus file holds one sentence per document."""
+    """A model directory of a 2-layer, hidden-32 masked LM fitted for 2 passes over the
+    ~1900 training sentences (118 steps); its corpus file holds one sentence per
+    document."""
     root = tmp_path_factory.mktemp("simcse")
     sentences = [s for doc in documents[0] for s in doc]
     corpus = os.path.join(root, "sentences.txt")
@@ -62,7 +63,7 @@ def encoder_dir(tmp_path_factory, documents):
     x, y = _masked(tokenizer, sentences, np.random.default_rng(0))
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=model.default_loss())
     model.fit(x, {"mlm": y}, sample_weight={"mlm": np.ones_like(y, np.float32)},
-              batch_size=32, epochs=3, steps_per_epoch=50, verbose=0)
+              batch_size=32, epochs=2, verbose=0)
     return save_model_dir(os.path.join(root, "model"), model, tokenizer, config), corpus
 
 
@@ -120,7 +121,7 @@ def test_simcse_raises_spearman_on_graded_paraphrases(encoder_dir, documents, tm
     summary = finetune(config, str(tmp_path / "run"))
 
     before, after = summary["initial_validation_spearman"], summary["validation_spearman"]
-    assert after > before + 0.05, (before, after)
+    assert after > before + 0.1, (before, after)  # measured: 0.16 -> 0.33-0.41 (3 seeds)
     assert summary["objective"] == "simcse" and summary["final_step"] == 100
     assert 0.0 <= summary["validation_accuracy"] <= 1.0
 
