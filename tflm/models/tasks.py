@@ -262,7 +262,7 @@ register_objective(Objective(
     task=SimCSE,
     pipeline="tflm.data.contrastive:simcse_pipeline",
     callbacks="tflm.training.simcse:simcse_callbacks",
-    interface="tflm.training.simcse:sentence_encoder",
+    interface="tflm.generation.embedding:task_encoder",
     export="tflm.export.encoder:export_sentence_encoder",
     data={
         # Supervised SimCSE: (anchor, positive[, hard negative]) rows of .tsv / .csv

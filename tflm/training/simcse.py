@@ -25,14 +25,6 @@ from tflm.errors import DataError
 from tflm.training.task_metrics import pearson, spearman
 
 
-def sentence_encoder(model, tokenizer, config):
-    """The `simcse` objective's interface: a `tflm.generation.SentenceEncoder` on the
-    model's backbone (no projection), with the pooling it was trained with."""
-    from tflm.generation.embedding import SentenceEncoder
-
-    return SentenceEncoder(model.backbone, tokenizer, config)
-
-
 def configure_pooling(config) -> dict:
     """The `simcse` objective's `configure` hook: `model.backbone.pooling` "auto" becomes
     what `SentenceEncoder` embeds an "auto" model with ("mean"), so the model trains
@@ -148,6 +140,8 @@ def simcse_callbacks(task, context) -> list:
         return []
     pairs = read_similarity_pairs(os.path.expanduser(d.similarity_validation),
                                   d.similarity_columns)
-    encoder = sentence_encoder(task, context.tokenizer, context.config)
+    from tflm.generation.embedding import task_encoder
+
+    encoder = task_encoder(task, context.tokenizer, context.config)
     return [SimilarityScores(encoder, pairs, log_dir=context.log_dir,
                              initial=context.fresh_start)]
