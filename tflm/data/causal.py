@@ -3,23 +3,31 @@
 The usual GPT recipe: every document is followed by `eos_id`, the joined stream is cut into
 consecutive non-overlapping blocks of `seq_len + 1` tokens, and a block gives the inputs
 `block[:-1]` and the next-token labels `block[1:]`. Training batches are a deterministic
-function of `(seed, step)` (see `tflm.data.step_stream`).
+function of `(seed, step)` (see `tflm.data.step_stream`); each batch reads its blocks from
+the cache (`tflm.data.blocks.JoinedStream`), so no block table is ever built.
 """
 
-import numpy as np
 import tensorflow as tf
 
 from tflm import special_ids
 from tflm.data import step_stream
-from tflm.data.blocks import cache_arrays, count_blocks, joined_stream, pack_blocks
+from tflm.data.blocks import JoinedStream, cache_arrays, count_blocks, host_call
 
 
-def _causal_blocks(cache, seq_len, eos_id, pad_id, remainder, split):
-    """Block table int32 (num_blocks, seq_len + 1) and lengths int32 (num_blocks,)."""
-    ids, offsets = cache_arrays(cache, split)
-    stream = joined_stream(ids, offsets, eos_id)
+def _block_reader(cache, seq_len, eos_id, pad_id, remainder, split):
+    """`(num_blocks, lookup)`: `lookup(block indices int64 (b,))` -> that batch's
+    `(x, y, sample_weight)`, read from the cache on the host (nothing in the graph)."""
+    stream = JoinedStream(cache, eos_id, split)
     # A last partial block needs 2 tokens to hold one (input, label) pair.
-    return pack_blocks(stream, seq_len + 1, remainder, pad_id, split, "seq_len+1", 2)
+    count = stream.num_blocks(seq_len + 1, remainder, split, "seq_len+1", 2)
+
+    def lookup(idx):
+        blocks, lengths = host_call(
+            lambda i: stream.blocks(i, seq_len + 1, pad_id), [idx], [tf.int32, tf.int32],
+            [[None, seq_len + 1], [None]])
+        return block_features(blocks, lengths)
+
+    return count, lookup
 
 
 def num_blocks(cache, seq_len: int, remainder: str = "drop") -> int:
@@ -35,12 +43,6 @@ def block_features(blocks: tf.Tensor, lengths: tf.Tensor):
     real = tf.range(seq_len)[None, :] < (lengths - 1)[:, None]  # (B, seq_len)
     x = {"token_ids": token_ids, "padding_mask": tf.cast(real, tf.int32)}
     return x, labels, tf.cast(real, tf.float32)
-
-
-def _lookup(blocks: np.ndarray, lengths: np.ndarray):
-    """Function of block indices int64 (b,) -> that batch's `(x, y, sample_weight)`."""
-    block_table, length_table = tf.constant(blocks), tf.constant(lengths)
-    return lambda idx: block_features(tf.gather(block_table, idx), tf.gather(length_table, idx))
 
 
 def causal_lm_dataset(
@@ -81,10 +83,9 @@ def causal_lm_dataset(
     Raises:
         DataError: the split has fewer tokens than one block, or a bad batch split.
     """
-    blocks, lengths = _causal_blocks(cache, seq_len, eos_id, pad_id, remainder, split)
-    lookup = _lookup(blocks, lengths)
+    count, lookup = _block_reader(cache, seq_len, eos_id, pad_id, remainder, split)
     return step_stream.training_stream(
-        len(blocks), batch_size, seed, start_step, input_context,
+        count, batch_size, seed, start_step, input_context,
         lambda step, row, idx: lookup(idx), deterministic,
     )
 
@@ -102,9 +103,8 @@ def causal_lm_eval_dataset(
 
     Same blocks and element structure as `causal_lm_dataset`.
     """
-    blocks, lengths = _causal_blocks(cache, seq_len, eos_id, pad_id, remainder, split)
-    lookup = _lookup(blocks, lengths)
-    batches = tf.data.Dataset.range(len(blocks)).batch(batch_size)
+    count, lookup = _block_reader(cache, seq_len, eos_id, pad_id, remainder, split)
+    batches = tf.data.Dataset.range(count).batch(batch_size)
     return step_stream.finish(batches, lookup)
 
 

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from tflm import special_ids
 from tflm.data import step_stream
-from tflm.data.blocks import cache_arrays
+from tflm.data.blocks import cache_arrays, host_call
 from tflm.data.encoding import pack_single, tokenize
 from tflm.data.text_files import read_columns
 from tflm.errors import DataError
@@ -73,13 +73,17 @@ def _sentence_views(source, split, tokenizer, seq_len, cls_id, sep_id, pad_id):
             return tokenize(tokenizer, tf.gather(strings, idx))
     else:
         ids, offsets = cache_arrays(source, split)
-        ids_table = tf.constant(ids)
-        starts, lengths = tf.constant(offsets[:-1]), tf.constant(np.diff(offsets))
         count = len(offsets) - 1
 
+        def read(idx):  # only the first seq_len tokens: all that pack_single keeps
+            starts = offsets[idx]
+            lengths = np.minimum(offsets[idx + 1] - starts, seq_len)
+            positions = np.concatenate([np.arange(s, s + n) for s, n in zip(starts, lengths)])
+            return np.asarray(ids[positions.astype(np.int64)], np.int32), lengths
+
         def lookup(idx):
-            start = tf.gather(starts, idx)
-            return tf.gather(ids_table, tf.ragged.range(start, start + tf.gather(lengths, idx)))
+            values, lengths = host_call(read, [idx], [tf.int32, tf.int64], [[None], [None]])
+            return tf.RaggedTensor.from_row_lengths(values, lengths)
 
     def make_views(idx):
         view = pack_single(lookup(idx), seq_len, cls_id, sep_id, pad_id)

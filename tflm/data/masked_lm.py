@@ -1,8 +1,9 @@
 """Masked LM pipeline: `[CLS] block [SEP]` sequences from a token cache, BERT masking.
 
 Documents are joined with `sep_id` after each one (RoBERTa's FULL-SENTENCES packing) and
-cut into blocks of `seq_len - 2` tokens; masks are drawn from `(seed, step)`, so every
-epoch sees new masks (dynamic masking) and a resumed run sees the same ones.
+cut into blocks of `seq_len - 2` tokens, read from the cache per batch; masks are drawn
+from `(seed, step)`, so every epoch sees new masks (dynamic masking) and a resumed run
+sees the same ones.
 """
 
 import numpy as np
@@ -10,23 +11,30 @@ import tensorflow as tf
 
 from tflm import special_ids
 from tflm.data import step_stream
-from tflm.data.blocks import cache_arrays, joined_stream, pack_blocks
+from tflm.data.blocks import JoinedStream, host_call
 from tflm.data.masking import MaskingSpec, mask_tokens, step_noise, word_starts
 from tflm.data.pairs import sentence_pair_dataset, sentence_pair_eval_dataset
 from tflm.errors import DataError
 
 
-def _sequences(cache, seq_len, cls_id, sep_id, pad_id, remainder, split):
-    """`[CLS] content [SEP] pad...` int32 (N, seq_len) and real lengths int32 (N,)."""
-    ids, offsets = cache_arrays(cache, split)
-    stream = joined_stream(ids, offsets, sep_id)
-    content, lengths = pack_blocks(stream, seq_len - 2, remainder, pad_id, split, "seq_len-2")
-    rows = np.arange(len(content))
-    sequences = np.full([len(content), seq_len], pad_id, np.int32)
-    sequences[:, 0] = cls_id
-    sequences[:, 1:-1] = content
-    sequences[rows, lengths + 1] = sep_id
-    return sequences, lengths + 2
+def _sequence_reader(cache, seq_len, cls_id, sep_id, pad_id, remainder, split):
+    """`(count, read)`: `read(indices int64 (b,))` -> `[CLS] content [SEP] pad...` int32
+    (b, seq_len) and real lengths int32 (b,), read from the cache on the host."""
+    stream = JoinedStream(cache, sep_id, split)
+    count = stream.num_blocks(seq_len - 2, remainder, split, "seq_len-2")
+
+    def sequences(idx):
+        content, lengths = stream.blocks(idx, seq_len - 2, pad_id)
+        out = np.full([len(idx), seq_len], pad_id, np.int32)
+        out[:, 0] = cls_id
+        out[:, 1:-1] = content
+        out[np.arange(len(idx)), lengths + 1] = sep_id
+        return out, lengths + 2
+
+    def read(idx):
+        return host_call(sequences, [idx], [tf.int32, tf.int32], [[None, seq_len], [None]])
+
+    return count, read
 
 
 def masked_lm_dataset(
@@ -55,10 +63,10 @@ def masked_lm_dataset(
         "mask_positions": int32 (B, P)}`, `y` = mask_ids int32 (B, P) (the original ids),
         `sample_weight` = mask_weights float32 (B, P); P = `masking.max_predictions`.
     """
-    sequences, lengths = _sequences(cache, seq_len, cls_id, sep_id, pad_id, remainder, split)
-    make_batch = _batch_maker(sequences, lengths, seed, batch_size, masking)
+    count, read = _sequence_reader(cache, seq_len, cls_id, sep_id, pad_id, remainder, split)
+    make_batch = _batch_maker(read, seq_len, seed, batch_size, masking)
     return step_stream.training_stream(
-        len(sequences), batch_size, seed, start_step, input_context, make_batch,
+        count, batch_size, seed, start_step, input_context, make_batch,
         deterministic,
     )
 
@@ -76,24 +84,20 @@ def masked_lm_eval_dataset(
     split: str = "validation",
 ) -> tf.data.Dataset:
     """Finite, unshuffled masked-LM batches, every sequence once, the same masks each call."""
-    sequences, lengths = _sequences(cache, seq_len, cls_id, sep_id, pad_id, remainder, split)
-    make_batch = _batch_maker(sequences, lengths, seed, batch_size, masking)
-    batches = tf.data.Dataset.range(len(sequences)).batch(batch_size).enumerate()
+    count, read = _sequence_reader(cache, seq_len, cls_id, sep_id, pad_id, remainder, split)
+    make_batch = _batch_maker(read, seq_len, seed, batch_size, masking)
+    batches = tf.data.Dataset.range(count).batch(batch_size).enumerate()
     return step_stream.finish(
         batches, lambda step, idx: make_batch(step, tf.constant(0, tf.int64), idx)
     )
 
 
-def _batch_maker(sequences, lengths, seed, batch_size, masking):
+def _batch_maker(read, seq_len, seed, batch_size, masking):
     """Function `(step, row_start, indices) -> (x, y, sample_weight)` of masked sequences."""
-    table, length_table = tf.constant(sequences), tf.constant(lengths)
-    seq_len = sequences.shape[1]
 
     def make_batch(step, row_start, idx):
-        token_ids = tf.gather(table, idx)  # (b, seq_len)
-        padding_mask = tf.cast(
-            tf.range(seq_len)[None, :] < tf.gather(length_table, idx)[:, None], tf.int32
-        )
+        token_ids, lengths = read(idx)  # (b, seq_len), (b,)
+        padding_mask = tf.cast(tf.range(seq_len)[None, :] < lengths[:, None], tf.int32)
         noise = step_noise(seed, step, 3, batch_size, seq_len, salt=1)  # (3, B, seq_len)
         noise = noise[:, row_start : row_start + tf.shape(idx, out_type=tf.int64)[0]]
         masked = mask_tokens(token_ids, padding_mask, noise, masking)

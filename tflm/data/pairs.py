@@ -7,15 +7,17 @@ document and packs `[CLS] A [SEP] B [SEP]`:
   another document (label 0);
 - "sop": B is the next segment (label 1) or, half the time, A and B are swapped (label 0).
 So `next_sentence_label == 1` exactly when B directly follows A in the same document.
-The segment bookkeeping is numpy, done once; the choices per example are stateless random
-draws from `(seed, step)`, so batches are a deterministic function of `(seed, step)`.
+The segment bookkeeping is per document (`SegmentTable`), looked up per batch on the host
+with the tokens, so nothing grows with the corpus in the graph; the choices per example
+are stateless random draws from `(seed, step)`, so batches are a deterministic function
+of `(seed, step)`.
 """
 
 import numpy as np
 import tensorflow as tf
 
 from tflm.data import step_stream
-from tflm.data.blocks import cache_arrays
+from tflm.data.blocks import cache_arrays, host_call
 from tflm.data.masking import MaskingSpec, mask_tokens, step_noise
 from tflm.errors import DataError
 
@@ -44,60 +46,77 @@ def truncate_pair(len_a, len_b, max_len):
     return tf.where(fits, len_a, a), tf.where(fits, len_b, b)
 
 
-def segment_table(offsets: np.ndarray, segment_len: int) -> dict:
-    """Segments of every document: `start`, `end`, `doc` (S,), `first`, `count` (docs,)."""
-    doc_lengths = np.diff(offsets)
-    count = (doc_lengths + segment_len - 1) // segment_len  # segments per document
-    doc = np.repeat(np.arange(len(count)), count)
-    first = np.concatenate([[0], np.cumsum(count)[:-1]]).astype(np.int64)
-    start = offsets[doc] + (np.arange(len(doc)) - first[doc]) * segment_len
-    end = np.minimum(start + segment_len, offsets[doc + 1])
-    return {"start": start, "end": end, "doc": doc, "first": first, "count": count}
+class SegmentTable:
+    """The segments of every document, computed per lookup from per-document counts.
+
+    Document d (length n) holds `count[d] = ceil(n / segment_len)` consecutive segments
+    numbered from `first[d]`; segment `first[d] + j` is tokens
+    `[offsets[d] + j * segment_len, min(that + segment_len, offsets[d + 1]))`. An anchor is
+    a segment with a successor in its document (anchor i: the i-th such segment).
+    Only per-document arrays are held (never per-segment tables).
+    """
+
+    def __init__(self, offsets: np.ndarray, segment_len: int):
+        self.offsets, self.segment_len = offsets, segment_len
+        self.count = (np.diff(offsets) + segment_len - 1) // segment_len  # (docs,)
+        self.end_of = np.cumsum(self.count)  # (docs,): first segment after document d
+        self.first = self.end_of - self.count
+        self.anchors_end = np.cumsum(np.maximum(self.count - 1, 0))
+        self.num_segments = int(self.end_of[-1]) if len(self.count) else 0
+        self.num_anchors = int(self.anchors_end[-1]) if len(self.count) else 0
+
+    def anchor(self, idx: np.ndarray):
+        """Anchor indices (b,) -> int64 `(segment, its document's count, first)` (b,) each."""
+        doc = np.searchsorted(self.anchors_end, idx, side="right")
+        before = self.anchors_end[doc] - (self.count[doc] - 1)  # anchors of docs < doc
+        segment = self.first[doc] + idx - before
+        return segment, self.count[doc], self.first[doc]
+
+    def bounds(self, segments: np.ndarray):
+        """Segment ids (any shape) -> int64 `(start, end)` token positions."""
+        doc = np.searchsorted(self.end_of, segments, side="right")
+        start = self.offsets[doc] + (segments - self.first[doc]) * self.segment_len
+        return start, np.minimum(start + self.segment_len, self.offsets[doc + 1])
 
 
 def _batch_maker(
     cache, task, seq_len, batch_size, seed, cls_id, sep_id, pad_id, segment_len, masking, split
 ):
-    """`(anchors int64 (N,), make_batch(step, row_start, indices))` of the pair pipeline."""
+    """`(num_anchors, make_batch(step, row_start, indices))` of the pair pipeline."""
     if task not in TASKS:
         raise DataError(f"task must be one of {TASKS}, got {task!r}.")
     ids, offsets = cache_arrays(cache, split)
     segment_len = segment_len or (seq_len - 3) // 2
-    seg = segment_table(offsets, segment_len)
-    within = np.arange(len(seg["doc"])) - seg["first"][seg["doc"]]
-    anchors = np.flatnonzero(within < seg["count"][seg["doc"]] - 1)
-    if not len(anchors):
+    seg = SegmentTable(offsets, segment_len)
+    if not seg.num_anchors:
         raise DataError(
             f"corpus split {split}: no document is longer than one segment of {segment_len} "
             "tokens, so no sentence pair can be built; use longer documents, a smaller "
             "config.data.seq_len, or masked LM without pairs (config.model.pair_task='none')."
         )
-    if task == "nsp" and np.count_nonzero(seg["count"]) < 2:
+    if task == "nsp" and np.count_nonzero(seg.count) < 2:
         raise DataError(
             f"corpus split {split}: next sentence prediction needs at least two non-empty "
             "documents to draw random segments from; add documents, or use sentence order "
             "(config.model.pair_task='sop') or no pairs ('none')."
         )
-    table = {k: tf.constant(v, tf.int64) for k, v in seg.items()}
-    ids_table, anchor_table = tf.constant(ids), tf.constant(anchors, tf.int64)
-    num_segments = len(seg["doc"])
+    num_segments = seg.num_segments
 
     def make_batch(step, row_start, idx):
-        a = tf.gather(anchor_table, idx)  # (b,) segment ids
+        a, doc_count, first_of_doc = host_call(
+            seg.anchor, [idx], [tf.int64] * 3, [[None]] * 3)  # (b,) each
         rows = tf.shape(idx, out_type=tf.int64)[0]
         coin, pick = tf.unstack(step_noise(seed, step, 2, batch_size, 1, salt=2)[:, :, 0])
         coin, pick = coin[row_start : row_start + rows], pick[row_start : row_start + rows]
         label = coin < 0.5  # (b,)
         if task == "nsp":
-            doc = tf.gather(table["doc"], a)
-            others = num_segments - tf.gather(table["count"], doc)  # segments elsewhere
+            others = num_segments - doc_count  # segments elsewhere
             r = tf.minimum(tf.cast(pick * tf.cast(others, tf.float32), tf.int64), others - 1)
-            first_of_doc = tf.gather(table["first"], doc)
-            random_seg = tf.where(r >= first_of_doc, r + tf.gather(table["count"], doc), r)
+            random_seg = tf.where(r >= first_of_doc, r + doc_count, r)
             seg_a, seg_b = a, tf.where(label, a + 1, random_seg)
         else:
             seg_a, seg_b = tf.where(label, a, a + 1), tf.where(label, a + 1, a)
-        x = pack_pair(ids_table, table, seg_a, seg_b, seq_len, cls_id, sep_id, pad_id)
+        x = pack_pair(ids, seg, seg_a, seg_b, seq_len, cls_id, sep_id, pad_id)
         label = tf.cast(label, tf.int32)
         if masking is None:
             return x, label
@@ -113,23 +132,25 @@ def _batch_maker(
         }
         return x, y, weights
 
-    return anchors, make_batch
+    return seg.num_anchors, make_batch
 
 
-def pack_pair(ids, table, seg_a, seg_b, seq_len, cls_id, sep_id, pad_id):
-    """`[CLS] A [SEP] B [SEP]` of segments `seg_a`, `seg_b` (b,): `{"token_ids",
-    "padding_mask", "segment_ids"}` int32 (b, seq_len)."""
-    start_a, start_b = tf.gather(table["start"], seg_a), tf.gather(table["start"], seg_b)
-    len_a = tf.gather(table["end"], seg_a) - start_a
-    len_b = tf.gather(table["end"], seg_b) - start_b
-    len_a, len_b = truncate_pair(len_a, len_b, seq_len - 3)
+def pack_pair(ids, seg, seg_a, seg_b, seq_len, cls_id, sep_id, pad_id):
+    """`[CLS] A [SEP] B [SEP]` of segments `seg_a`, `seg_b` int64 (b,) of a `SegmentTable`
+    over the token ids `ids` (read on the host): `{"token_ids", "padding_mask",
+    "segment_ids"}` int32 (b, seq_len)."""
+    start_a, end_a, start_b, end_b = host_call(
+        lambda a, b: (*seg.bounds(a), *seg.bounds(b)), [seg_a, seg_b], [tf.int64] * 4,
+        [[None]] * 4)
+    len_a, len_b = truncate_pair(end_a - start_a, end_b - start_b, seq_len - 3)
     t = tf.range(seq_len, dtype=tf.int64)[None, :]  # (1, T)
     start_a, start_b, len_a, len_b = (v[:, None] for v in (start_a, start_b, len_a, len_b))
     in_a = (t >= 1) & (t <= len_a)
     in_b = (t >= len_a + 2) & (t <= len_a + len_b + 1)
     source = tf.where(in_a, start_a + t - 1, tf.where(in_b, start_b + t - len_a - 2, 0))
-    tokens = tf.where(in_a | in_b, tf.gather(ids, source), pad_id)  # (b, T)
-    tokens = tf.where(t == 0, cls_id, tokens)
+    read = host_call(lambda p, keep: np.where(keep, _take(ids, p, keep), np.int32(pad_id)),
+                     [source, in_a | in_b], [tf.int32], [[None, seq_len]])[0]
+    tokens = tf.where(t == 0, cls_id, read)  # (b, T)
     tokens = tf.where((t == len_a + 1) | (t == len_a + len_b + 2), sep_id, tokens)
     real = t <= len_a + len_b + 2
     second = (t >= len_a + 2) & real
@@ -138,6 +159,13 @@ def pack_pair(ids, table, seg_a, seg_b, seq_len, cls_id, sep_id, pad_id):
         "padding_mask": tf.cast(real, tf.int32),
         "segment_ids": tf.cast(second, tf.int32),
     }
+
+
+def _take(ids, positions: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """int32 `ids[positions]` where `keep`, 0 elsewhere (only kept positions are read)."""
+    out = np.zeros(positions.shape, np.int32)
+    out[keep] = ids[positions[keep]]
+    return out
 
 
 def sentence_pair_dataset(
@@ -172,11 +200,11 @@ def sentence_pair_dataset(
         {"mask_ids", "next_sentence_label"}`, `sample_weight = {"mask_ids": mask_weights,
         "next_sentence_label": ones}`.
     """
-    anchors, make_batch = _batch_maker(
+    count, make_batch = _batch_maker(
         cache, task, seq_len, batch_size, seed, cls_id, sep_id, pad_id, segment_len, masking, split
     )
     return step_stream.training_stream(
-        len(anchors), batch_size, seed, start_step, input_context, make_batch,
+        count, batch_size, seed, start_step, input_context, make_batch,
         deterministic,
     )
 
@@ -195,10 +223,10 @@ def sentence_pair_eval_dataset(
     split: str = "validation",
 ) -> tf.data.Dataset:
     """Finite, unshuffled pairs, one per anchor segment, the same draws on every call."""
-    anchors, make_batch = _batch_maker(
+    count, make_batch = _batch_maker(
         cache, task, seq_len, batch_size, seed, cls_id, sep_id, pad_id, segment_len, masking, split
     )
-    batches = tf.data.Dataset.range(len(anchors)).batch(batch_size).enumerate()
+    batches = tf.data.Dataset.range(count).batch(batch_size).enumerate()
     return step_stream.finish(
         batches, lambda step, idx: make_batch(step, tf.constant(0, tf.int64), idx)
     )
