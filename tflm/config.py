@@ -113,6 +113,9 @@ def _common_data_section() -> ml_collections.ConfigDict:
             "download_url": "",
             # Where corpora, trained tokenizers and token caches are kept.
             "cache_dir": os.path.join("~", ".cache", "tflm"),
+            # Most token ids per file of a token cache (2**26: 256 MB shards); the ids,
+            # and so the batches, do not depend on it.
+            "cache_shard_tokens": 2**26,
             "tokenizer": "bpe",
             # A saved tokenizer directory to use instead of training one.
             "tokenizer_dir": "",

@@ -2,23 +2,35 @@
 
 Layout of ``cache_dir/<split>-<key>/`` (``key`` hashes both fingerprints and the format):
 
-- ``ids.bin``: int32 little-endian token ids of all documents, concatenated (no EOS added)
+- ``ids-00000.bin``, ``ids-00001.bin``, ...: int32 little-endian token ids of all
+  documents, concatenated (no EOS added), cut into shards of ``shard_tokens`` tokens (the
+  last one shorter; a document may continue in the next shard)
 - ``offsets.npy``: int64, ``num_documents + 1``; document i is ``ids[offsets[i]:offsets[i+1]]``
-- ``meta.json``: format version, split, corpus / tokenizer fingerprints, counts
+- ``meta.json``: format version, split, corpus / tokenizer fingerprints, counts, and the
+  index of the shards (file and token count of each)
 
-A cache is built in a private ``.tmp-*`` directory and renamed into place, so a killed build
-never leaves a directory that looks valid, and concurrent builders (e.g. one per worker)
-are safe: the first rename wins and the others reuse its result.
+The build streams the split's documents in chunks (bounded memory: a few chunks in
+flight), encodes them on every core (worker processes, each loading the tokenizer) and
+appends them to the shards in order, so the ids do not depend on the shard size or the
+number of workers. A cache is built in a private ``.tmp-*`` directory and renamed into
+place, so a killed build never leaves a directory that looks valid (a new build starts
+over in its own directory), and concurrent builders (e.g. one per worker) are safe: the
+first rename wins and the others reuse its result.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
+import itertools
 import json
+import multiprocessing
 import os
 import shutil
 import sys
 import tempfile
+import time
+from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 import keras
@@ -27,12 +39,14 @@ from absl import logging
 
 from tflm.errors import DataError
 
-FORMAT_VERSION = 1
-IDS_FILE = "ids.bin"
+FORMAT_VERSION = 2
+SHARD_FILE = "ids-{:05d}.bin"
 OFFSETS_FILE = "offsets.npy"
 META_FILE = "meta.json"
 TMP_PREFIX = ".tmp-"
-_BATCH = 1000  # documents per encode call
+SHARD_TOKENS = 2**26  # 256 MB of int32 per shard
+CHUNK_DOCUMENTS = 1000  # documents per encode call (and per worker task)
+CHUNK_CHARS = 2**23  # ... or fewer, when they hold more characters than this
 
 
 class _Corpus(Protocol):
@@ -47,11 +61,67 @@ class _Encoder(Protocol):
     def encode(self, texts: list[str]) -> list[list[int]]: ...
 
 
+class ShardedIds:
+    """The token ids of a multi-shard cache as one read-only int32 array-like.
+
+    Supports ``len``, ``shape``, ``ndim``, ``dtype``, ``ids[i]``, ``ids[a:b]`` (a copy only
+    when the range spans shards) and ``ids[int array]`` (reads only those positions);
+    ``np.asarray(ids)`` reads them all. ``lazy_view`` tells the pipelines not to copy it.
+    """
+
+    lazy_view = True
+    dtype = np.dtype(np.int32)
+    ndim = 1
+
+    def __init__(self, shards: list[np.ndarray]):
+        self.shards = shards
+        sizes = [len(s) for s in shards]
+        self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)  # (S + 1,)
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    @property
+    def shape(self) -> tuple[int]:
+        return (len(self),)
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            start, stop, step = key.indices(len(self))
+            if step != 1:
+                return self[np.arange(start, stop, step)]
+            first = int(np.searchsorted(self.starts, start, side="right")) - 1
+            if stop <= start:
+                return np.zeros((0,), np.int32)
+            if stop <= self.starts[first + 1]:  # inside one shard: a view
+                return self.shards[first][start - self.starts[first] : stop - self.starts[first]]
+            return self[np.arange(start, stop)]
+        if np.ndim(key) == 0:
+            position = int(key) + (len(self) if int(key) < 0 else 0)
+            if not 0 <= position < len(self):
+                raise IndexError(f"index {key} out of range [0, {len(self)})")
+            shard = int(np.searchsorted(self.starts, position, side="right")) - 1
+            return self.shards[shard][position - self.starts[shard]]
+        positions = np.asarray(key, np.int64)
+        flat = positions.reshape(-1)
+        shard = np.searchsorted(self.starts, flat, side="right") - 1
+        out = np.empty(flat.shape, np.int32)
+        for s in np.unique(shard):
+            here = shard == s
+            out[here] = self.shards[s][flat[here] - self.starts[s]]
+        return out.reshape(positions.shape)
+
+    def __array__(self, dtype=None, copy=None):
+        whole = np.concatenate(self.shards) if self.shards else np.zeros((0,), np.int32)
+        return whole if dtype is None else whole.astype(dtype)
+
+
 class TokenCache:
     """A built token cache (see the module docstring), read-only.
 
     Attributes:
-        ids: int32 (num_tokens,), memory-mapped from ``ids.bin``.
+        ids: int32 (num_tokens,): the memory-mapped shard, or a ``ShardedIds`` view over
+            the memory-mapped shards when there are several.
         offsets: int64 (num_documents + 1,).
         meta: the parsed ``meta.json``.
         path: the cache directory.
@@ -63,23 +133,38 @@ class TokenCache:
             with open(os.path.join(path, META_FILE), encoding="utf-8") as f:
                 self.meta = json.load(f)
             self.offsets = np.load(os.path.join(path, OFFSETS_FILE))
-            num_tokens = int(self.meta["num_tokens"])
-            if num_tokens:
-                self.ids = np.memmap(
-                    os.path.join(path, IDS_FILE), dtype="<i4", mode="r", shape=(num_tokens,)
-                )
-            else:
-                self.ids = np.zeros((0,), np.int32)
-        except (OSError, ValueError, KeyError) as e:
+            shards = [self._map(s["file"], int(s["num_tokens"])) for s in self.meta["shards"]]
+        except (OSError, ValueError, KeyError, TypeError) as e:
             raise DataError(
                 f"token cache {path} is unreadable ({e!r}); delete the directory and it "
                 "will be rebuilt"
             ) from e
-        if len(self.offsets) != self.num_documents + 1 or self.offsets[-1] != num_tokens:
+        shards = [s for s in shards if len(s)]
+        if len(shards) == 1:
+            self.ids = shards[0]
+        elif shards:
+            self.ids = ShardedIds(shards)
+        else:
+            self.ids = np.zeros((0,), np.int32)
+        num_tokens = self.num_tokens
+        if (
+            len(self.offsets) != self.num_documents + 1
+            or self.offsets[-1] != num_tokens
+            or len(self.ids) != num_tokens
+        ):
             raise DataError(
-                f"token cache {path} is inconsistent (offsets vs meta.json); delete the "
-                "directory and it will be rebuilt"
+                f"token cache {path} is inconsistent (offsets, shards vs meta.json); delete "
+                "the directory and it will be rebuilt"
             )
+
+    def _map(self, name: str, num_tokens: int) -> np.ndarray:
+        """The memory-mapped shard ``name`` of ``num_tokens`` ids (checked against its size)."""
+        file = os.path.join(self.path, os.path.basename(name))
+        if os.path.getsize(file) != 4 * num_tokens:
+            raise ValueError(f"{file} holds {os.path.getsize(file)} bytes, not 4 * {num_tokens}")
+        if not num_tokens:
+            return np.zeros((0,), np.int32)
+        return np.memmap(file, dtype="<i4", mode="r", shape=(num_tokens,))
 
     @property
     def num_tokens(self) -> int:
@@ -113,35 +198,60 @@ def cache_path(corpus: _Corpus, split: str, tokenizer: _Encoder, cache_dir: str)
 
 
 def build_token_cache(
-    corpus: _Corpus, split: str, tokenizer: _Encoder, cache_dir: str
+    corpus: _Corpus,
+    split: str,
+    tokenizer: _Encoder,
+    cache_dir: str,
+    *,
+    shard_tokens: int = SHARD_TOKENS,
+    workers: int = 0,
+    chunk_documents: int = CHUNK_DOCUMENTS,
 ) -> TokenCache:
-    """Encodes ``corpus.documents(split)`` with ``tokenizer.encode``, or reuses the cache.
+    """Encodes the documents of ``split`` with ``tokenizer.encode``, or reuses the cache.
 
     Args:
-        corpus: has ``documents(split) -> list[str]`` and a ``fingerprint`` string.
+        corpus: has ``iter_documents(split)`` (an iterator; else ``documents(split)``, a
+            list) and a ``fingerprint`` string.
         split: ``"train"``, ``"validation"`` or ``"test"``.
-        tokenizer: has ``encode(list[str]) -> list[list[int]]`` and ``fingerprint``.
+        tokenizer: has ``encode(list[str]) -> list[list[int]]`` and ``fingerprint``; a
+            ``tflm.text`` Tokenizer (one with ``save``) is also run in worker processes.
         cache_dir: parent directory of the caches (created if missing).
+        shard_tokens: most token ids per shard file (``config.data.cache_shard_tokens``).
+        workers: encoding processes; 0 = one per core. Only a split of more than one
+            chunk starts them; 1 encodes in this process.
+        chunk_documents: documents per encode call (fewer when they exceed
+            ``CHUNK_CHARS`` characters).
     Returns:
-        The ``TokenCache``; built only when no cache for both fingerprints exists.
+        The ``TokenCache``; built only when no cache for both fingerprints exists. The
+        ids do not depend on ``shard_tokens``, ``workers`` or ``chunk_documents``.
     Raises:
         DataError: the split has no documents, or a cache directory is unreadable.
     """
+    if shard_tokens < 1 or chunk_documents < 1:
+        raise DataError(
+            f"shard_tokens and chunk_documents must be >= 1, got {shard_tokens} and "
+            f"{chunk_documents}; check config.data.cache_shard_tokens."
+        )
     path = cache_path(corpus, split, tokenizer, cache_dir)
     if os.path.isdir(path):
         logging.info("reusing token cache %s", path)
         return TokenCache(path)
-    documents = corpus.documents(split)
-    if not documents:
-        raise DataError(
-            f"corpus split {split!r} has no documents, so there is nothing to cache; "
-            "check config.data (paths, split fractions)"
-        )
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.path.basename(path)}-", dir=parent)
     try:
-        _write(tmp, documents, split, corpus, tokenizer)
+        chunks = _chunks(_iter_documents(corpus, split), chunk_documents)
+        meta = _write(tmp, _encoded(chunks, tokenizer, workers or os.cpu_count() or 1),
+                      shard_tokens, split)
+        if not meta["num_documents"]:
+            raise DataError(
+                f"corpus split {split!r} has no documents, so there is nothing to cache; "
+                "check config.data (paths, split fractions)"
+            )
+        meta.update(corpus_fingerprint=str(corpus.fingerprint),
+                    tokenizer_fingerprint=str(tokenizer.fingerprint))
+        with open(os.path.join(tmp, META_FILE), "w", encoding="utf-8") as f:
+            json.dump(meta, f, indent=2)
         try:
             os.rename(tmp, path)
         except OSError:
@@ -149,55 +259,148 @@ def build_token_cache(
                 raise
             logging.info("another process built %s first; reusing it", path)
         else:
-            logging.info("built token cache %s", path)
+            logging.info("built token cache %s (%d tokens, %d shards)", path,
+                         meta["num_tokens"], len(meta["shards"]))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return TokenCache(path)
 
 
-def _write(tmp: str, documents, split, corpus, tokenizer) -> None:
-    """Encodes ``documents`` in batches into ``tmp`` (ids, offsets, then meta)."""
-    offsets = np.zeros(len(documents) + 1, np.int64)
-    progress = _Progress(len(documents), f"tokenizing {split}")
-    with open(os.path.join(tmp, IDS_FILE), "wb") as f:
-        for start in range(0, len(documents), _BATCH):
-            batch = tokenizer.encode(documents[start : start + _BATCH])
-            lengths = [len(ids) for ids in batch]
-            flat = np.fromiter(
-                (i for ids in batch for i in ids), dtype="<i4", count=sum(lengths)
-            )
-            f.write(flat.tobytes())
-            offsets[start + 1 : start + 1 + len(batch)] = lengths
-            progress.update(start + len(batch))
-        f.flush()
-        os.fsync(f.fileno())
+def _iter_documents(corpus, split: str) -> Iterator[str]:
+    """The documents of ``split``: streamed when the corpus can, else its list."""
+    stream = getattr(corpus, "iter_documents", None)
+    return iter(stream(split) if stream is not None else corpus.documents(split))
+
+
+def _chunks(documents: Iterable[str], size: int) -> Iterator[list[str]]:
+    """Lists of at most ``size`` documents and about ``CHUNK_CHARS`` characters."""
+    chunk, chars = [], 0
+    for document in documents:
+        chunk.append(document)
+        chars += len(document)
+        if len(chunk) >= size or chars >= CHUNK_CHARS:
+            yield chunk
+            chunk, chars = [], 0
+    if chunk:
+        yield chunk
+
+
+def _encode(tokenizer, documents: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids int32 (tokens,), lengths int64 (documents,))`` of one chunk."""
+    batch = tokenizer.encode(documents)
+    lengths = np.fromiter(map(len, batch), dtype=np.int64, count=len(batch))
+    flat = np.fromiter(itertools.chain.from_iterable(batch), dtype="<i4", count=lengths.sum())
+    return flat, lengths
+
+
+_worker_tokenizer = None
+
+
+def _start_worker(tokenizer_dir: str) -> None:
+    global _worker_tokenizer
+    from tflm.text import load_tokenizer
+
+    _worker_tokenizer = load_tokenizer(tokenizer_dir)
+
+
+def _encode_in_worker(documents: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    return _encode(_worker_tokenizer, documents)
+
+
+def _encoded(chunks: Iterator[list[str]], tokenizer, workers: int):
+    """``_encode`` of every chunk, in order: in this process for one worker, one chunk, or
+    a tokenizer that cannot be saved; else in ``workers`` spawned processes with at most
+    ``2 * workers`` chunks in flight (bounded memory)."""
+    first = next(chunks, None)
+    second = next(chunks, None) if first is not None else None
+    if second is None or workers <= 1 or not hasattr(tokenizer, "save"):
+        for chunk in itertools.chain([first] if first is not None else [],
+                                     [second] if second is not None else [], chunks):
+            yield _encode(tokenizer, chunk)
+        return
+    tokenizer_dir = tempfile.mkdtemp(prefix=TMP_PREFIX + "tokenizer-")
+    try:
+        tokenizer.save(tokenizer_dir)
+        context = multiprocessing.get_context("spawn")  # TF is not fork-safe
+        with context.Pool(workers, _start_worker, (tokenizer_dir,)) as pool:
+            pending = collections.deque()
+            for chunk in itertools.chain([first, second], chunks):
+                pending.append(pool.apply_async(_encode_in_worker, (chunk,)))
+                if len(pending) >= 2 * workers:
+                    yield pending.popleft().get()
+            while pending:
+                yield pending.popleft().get()
+    finally:
+        shutil.rmtree(tokenizer_dir, ignore_errors=True)
+
+
+def _write(tmp: str, encoded, shard_tokens: int, split: str) -> dict:
+    """Appends the encoded chunks to shards of ``shard_tokens`` ids in ``tmp``, then the
+    offsets; returns the meta (counts and the shard index)."""
+    lengths, shards, shard = [], [], None
+    progress = _Progress(f"tokenizing {split}")
+    try:
+        for flat, chunk_lengths in encoded:
+            lengths.append(chunk_lengths)
+            while len(flat) or shard is None:
+                if shard is None or shards[-1]["num_tokens"] == shard_tokens:
+                    if shard is not None:
+                        _close(shard)
+                    shards.append({"file": SHARD_FILE.format(len(shards)), "num_tokens": 0})
+                    shard = open(os.path.join(tmp, shards[-1]["file"]), "wb")
+                room = shard_tokens - shards[-1]["num_tokens"]
+                shard.write(flat[:room].tobytes())
+                shards[-1]["num_tokens"] += len(flat[:room])
+                flat = flat[room:]
+            progress.update(len(chunk_lengths), int(chunk_lengths.sum()))
+    finally:
+        if shard is not None:
+            _close(shard)
+    offsets = np.concatenate([[0], *lengths]).astype(np.int64)
     np.cumsum(offsets, out=offsets)
     np.save(os.path.join(tmp, OFFSETS_FILE), offsets)
-    meta = {
+    progress.done()
+    return {
         "format_version": FORMAT_VERSION,
         "split": split,
-        "corpus_fingerprint": str(corpus.fingerprint),
-        "tokenizer_fingerprint": str(tokenizer.fingerprint),
-        "num_documents": len(documents),
+        "num_documents": len(offsets) - 1,
         "num_tokens": int(offsets[-1]),
         "dtype": "int32",
+        "shard_tokens": shard_tokens,
+        "shards": shards,
     }
-    with open(os.path.join(tmp, META_FILE), "w", encoding="utf-8") as f:
-        json.dump(meta, f, indent=2)
+
+
+def _close(f) -> None:
+    f.flush()
+    os.fsync(f.fileno())
+    f.close()
 
 
 class _Progress:
-    """Keras' progress bar on a terminal, else a log line every ~10%."""
+    """Keras' progress bar (documents, tokens) on a terminal, else a log line every 30 s."""
 
-    def __init__(self, total: int, title: str):
-        self.total, self.title, self._next_log = total, title, 0
+    def __init__(self, title: str):
+        self.title, self.documents, self.tokens = title, 0, 0
+        self._start = self._last_log = time.monotonic()
         self._bar = None
-        if sys.stderr.isatty() and total > _BATCH:
-            self._bar = keras.utils.Progbar(total, unit_name="document")
+        if sys.stderr.isatty():
+            self._bar = keras.utils.Progbar(
+                None, unit_name="document", stateful_metrics=["tokens"])
 
-    def update(self, done: int) -> None:
+    def update(self, documents: int, tokens: int) -> None:
+        self.documents += documents
+        self.tokens += tokens
         if self._bar is not None:
-            self._bar.update(done)
-        elif done >= self._next_log or done == self.total:
-            logging.info("%s: %d / %d documents", self.title, done, self.total)
-            self._next_log = done + max(1, self.total // 10)
+            self._bar.update(self.documents, [("tokens", self.tokens)])
+        elif time.monotonic() - self._last_log >= 30:
+            self._log()
+
+    def done(self) -> None:
+        self._log()
+
+    def _log(self) -> None:
+        self._last_log = time.monotonic()
+        seconds = max(self._last_log - self._start, 1e-9)
+        logging.info("%s: %d documents, %d tokens (%.0f tokens/s)", self.title,
+                     self.documents, self.tokens, self.tokens / seconds)

@@ -201,7 +201,9 @@ def prepare(config, splits=SPLITS) -> Prepared:
     corpus = load_corpus(config.data)
     tokenizer = get_tokenizer(config, corpus)
     tokens_dir = os.path.join(cache_root(config.data), "tokens")
-    caches = {split: build_token_cache(corpus, split, tokenizer, tokens_dir) for split in splits}
+    caches = {split: build_token_cache(corpus, split, tokenizer, tokens_dir,
+                                       shard_tokens=config.data.cache_shard_tokens)
+              for split in splits}
     return Prepared(corpus, tokenizer, caches)
 
 
@@ -243,7 +245,8 @@ def build_tokenizer(corpus: str, kind: str, vocabulary_size: int, out: str,
         report["token_caches"] = {}
         for split in ("train", "validation", "test"):
             try:
-                cache = build_token_cache(source, split, saved, tokens_dir)
+                cache = build_token_cache(source, split, saved, tokens_dir,
+                                          shard_tokens=data.cache_shard_tokens)
             except DataError as e:
                 if split == "train":
                     raise
