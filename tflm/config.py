@@ -38,7 +38,7 @@ DEFAULT_OBJECTIVE = "causal_lm"
 CHOICES = {
     "model.backbone.activation": ("gelu_approximate", "gelu"),
     "model.backbone.position_embedding": ("learned", "sinusoidal", "rotary"),
-    "model.backbone.pooling": ("auto", "first", "mean", "last"),
+    "model.backbone.pooling": ("auto", "first", "mean", "max", "last"),
     "data.tokenizer": ("bpe", "wordpiece", "sentencepiece"),
     "data.corpus_format": ("auto", "text", "jsonl", "wikitext"),
     "data.document_split": ("blank_line", "file"),
@@ -117,6 +117,9 @@ def _common_data_section() -> ml_collections.ConfigDict:
             # and so the batches, do not depend on it.
             "cache_shard_tokens": 2**26,
             "tokenizer": "bpe",
+            # Most UTF-8 bytes of train documents a tokenizer is trained on: a larger
+            # corpus gives a deterministic sample (smallest SHA-1 of each text) of this size.
+            "tokenizer_sample_bytes": 2**30,
             # A saved tokenizer directory to use instead of training one.
             "tokenizer_dir": "",
             "lowercase": False,

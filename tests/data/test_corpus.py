@@ -182,3 +182,29 @@ def test_config_data_section_is_accepted_and_options_checked(tmp_path):
         load(path, document_split="para")
     with pytest.raises(DataError, match="corpus_format is 'wikitext' but"):
         load(path, corpus_format="wikitext")
+
+
+def test_streamed_documents_equal_the_listed_ones(tmp_path):
+    from tflm.data.corpus import load_corpus as load
+
+    for i in range(4):
+        (tmp_path / f"part{i}.txt").write_text(
+            "\n\n".join(f"Doc {i}.{j} " + "text " * j for j in range(40)))
+    corpus = load({"corpus": str(tmp_path)})
+    streamed = {split: list(load({"corpus": str(tmp_path)}).iter_documents(split))
+                for split in ("train", "validation", "test")}
+    for split, documents in streamed.items():
+        assert documents == corpus.documents(split) and documents
+        assert list(corpus.iter_documents(split)) == documents  # after documents() too
+
+
+def test_tokenizer_sample_is_bounded_deterministic_and_whole_when_it_fits():
+    from tflm.data.corpus import sample_documents
+
+    documents = [f"document {i} " + "x" * (i % 17) for i in range(500)]
+    assert sample_documents(iter(documents), 10**9) == documents
+    size = sum(len(d.encode()) for d in documents)
+    sample = sample_documents(iter(documents), size // 4)
+    assert sum(len(d.encode()) for d in sample) <= size // 4
+    assert len(sample) > 80 and sample == sample_documents(documents, size // 4)
+    assert sample == [d for d in documents if d in set(sample)]  # corpus order

@@ -1,4 +1,4 @@
-"""Corpora: where the text comes from, as a list of documents per split.
+"""Corpora: where the text comes from, as documents per split (a list, or streamed).
 
 ``load_corpus(config.data)`` reads ``config.data.corpus``, which is one of
 
@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import heapq
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 import tensorflow as tf
 from absl import logging
@@ -45,19 +46,24 @@ _OPTION_KEYS = ("corpus", "corpus_format", "text_field", "document_split",
 
 
 class Corpus:
-    """Documents per split of one corpus, read lazily and kept once read.
+    """Documents per split of one corpus, read lazily: kept once ``documents`` read them,
+    streamed (never all in memory) by ``iter_documents``.
 
     Args:
         name: a short name for logs ("builtin", "wikitext-2", a file name).
         fingerprint: hex SHA-256 identifying the source and the reading options; equal
             fingerprints mean equal documents (used to key token caches).
         read: ``read(split) -> list[str]``, called at most once per split.
+        stream: ``stream(split) -> Iterator[str]``, the same documents in the same order
+            read a file at a time; None streams ``read``'s list.
     """
 
-    def __init__(self, name: str, fingerprint: str, read: Callable[[str], list[str]]):
+    def __init__(self, name: str, fingerprint: str, read: Callable[[str], list[str]],
+                 stream: Callable[[str], Iterator[str]] | None = None):
         self.name = name
         self.fingerprint = fingerprint
         self._read = read
+        self._stream = stream
         self._documents: dict[str, list[str]] = {}
 
     def documents(self, split: str) -> list[str]:
@@ -81,6 +87,27 @@ class Corpus:
                          split, len(documents), sum(map(len, documents)))
             self._documents[split] = documents
         return list(self._documents[split])
+
+    def iter_documents(self, split: str) -> Iterator[str]:
+        """The documents of ``split`` as ``documents`` gives them, streamed: for the token
+        cache build and tokenizer training of corpora larger than memory.
+
+        Raises:
+            DataError: as ``documents`` (an empty split raises once the stream ends).
+        """
+        if split not in SPLITS:
+            raise DataError(f"Unknown split {split!r}; use one of {', '.join(SPLITS)}.")
+        if split in self._documents or self._stream is None:
+            yield from self.documents(split)
+            return
+        count = chars = 0
+        for document in self._stream(split):
+            count, chars = count + 1, chars + len(document)
+            yield document
+        if not count:
+            self.documents(split)  # raises the empty split's DataError
+        logging.info("Corpus %s, %s split (streamed): %d documents, %d characters.",
+                     self.name, split, count, chars)
 
     def dataset(self, split: str) -> tf.data.Dataset:
         """The documents of ``split`` as a ``tf.data.Dataset`` of scalar ``tf.string``."""
@@ -118,6 +145,34 @@ def load_corpus(data_config) -> Corpus:
                         "directory; point config.data.corpus at the unpacked WikiText "
                         "directory (holding wiki.train.tokens) or a WikiText name.")
     return _files_corpus(path, opts)
+
+
+def sample_documents(documents: Iterable[str], max_bytes: int) -> list[str]:
+    """A deterministic sample of about ``max_bytes`` UTF-8 bytes, in corpus order.
+
+    All documents when they fit (the list unchanged); else those with the smallest SHA-1
+    of their text that fit (a uniform sample, the same in every process), read in one
+    pass holding at most ``max_bytes`` of text. Logs the sample size.
+    """
+    kept, total, seen, seen_bytes = [], 0, 0, 0  # kept: max-heap of (-hash, index, doc)
+    for index, document in enumerate(documents):
+        size = len(document.encode("utf-8"))
+        seen, seen_bytes = seen + 1, seen_bytes + size
+        key = hashlib.sha1(document.encode("utf-8")).digest()
+        heapq.heappush(kept, (_negate(key), index, document))
+        total += size
+        while total > max_bytes and kept:
+            total -= len(heapq.heappop(kept)[2].encode("utf-8"))
+    sample = [document for _, _, document in sorted(kept, key=lambda item: item[1])]
+    logging.info("Tokenizer sample: %d of %d documents, %d of %d bytes (config.data."
+                 "tokenizer_sample_bytes=%d).", len(sample), seen, total, seen_bytes,
+                 max_bytes)
+    return sample
+
+
+def _negate(key: bytes) -> bytes:
+    """A key that orders as ``key`` reversed (heapq is a min-heap: pop the largest hash)."""
+    return bytes(255 - b for b in key)
 
 
 def split_of(text: str) -> str:
@@ -189,12 +244,19 @@ def _files_corpus(path: str, opts: dict) -> Corpus:
         return documents
 
     if explicit:
-        def read(split: str) -> list[str]:
+        def split_files(split: str) -> list[str]:
             if split not in explicit:
                 raise DataError(f"{path} has explicit split files but no {split}.* file; "
                                 f"add one, or rename the split files to use the "
                                 "automatic ~90/5/5 split.")
-            return read_files(explicit[split])
+            return explicit[split]
+
+        def read(split: str) -> list[str]:
+            return read_files(split_files(split))
+
+        def stream(split: str) -> Iterator[str]:
+            for file in split_files(split):
+                yield from _read_documents(file, opts)
     else:
         read_all = {}
 
@@ -203,12 +265,16 @@ def _files_corpus(path: str, opts: dict) -> Corpus:
                 read_all.update(_hash_split(read_files(files)))
             return read_all[split]
 
+        def stream(split: str) -> Iterator[str]:
+            for file in files:
+                yield from (d for d in _read_documents(file, opts) if split_of(d) == split)
+
     identity = {"kind": "files", "source": os.path.abspath(path),
                 "files": [file_identity(f) for f in files],
                 "options": {k: opts[k] for k in ("corpus_format", "text_field",
                                                  "document_split", "invalid_utf8")}}
     name = os.path.basename(os.path.normpath(path)) or path
-    return Corpus(name, _fingerprint(identity), read)
+    return Corpus(name, _fingerprint(identity), read, stream)
 
 
 def _read_documents(path: str, opts: dict) -> list[str]:

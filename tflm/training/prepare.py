@@ -27,7 +27,7 @@ from absl import logging
 
 from tflm import config as config_lib
 from tflm.data import load_corpus
-from tflm.data.corpus import Corpus
+from tflm.data.corpus import Corpus, sample_documents
 from tflm.data.token_cache import TokenCache, build_token_cache
 from tflm.errors import ConfigError, DataError
 from tflm.models.tasks import check_special_tokens, get_objective
@@ -160,7 +160,9 @@ def get_tokenizer(config, corpus: Corpus | None) -> Tokenizer:
         if not os.path.isdir(path):
             logging.info("Training a %s tokenizer of %d tokens on %s.", config.data.tokenizer,
                          config.model.backbone.vocabulary_size, corpus.name)
-            trained = train_tokenizer(config.data.tokenizer, corpus.documents("train"),
+            sample = sample_documents(corpus.iter_documents("train"),
+                                      config.data.tokenizer_sample_bytes)
+            trained = train_tokenizer(config.data.tokenizer, sample,
                                       config.model.backbone.vocabulary_size,
                                       lowercase=config.data.lowercase)
             os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -233,7 +235,8 @@ def build_tokenizer(corpus: str, kind: str, vocabulary_size: int, out: str,
     if cache_dir:
         data.cache_dir = cache_dir
     source = load_corpus(data)
-    tokenizer = train_tokenizer(kind, source.documents("train"), vocabulary_size,
+    sample = sample_documents(source.iter_documents("train"), data.tokenizer_sample_bytes)
+    tokenizer = train_tokenizer(kind, sample, vocabulary_size,
                                 lowercase=lowercase)
     tokenizer.save(out)
     report = {"tokenizer_dir": os.path.abspath(out), "kind": kind, "corpus": source.name,
