@@ -10,13 +10,19 @@ The request builders are plain functions, so they are testable without a server:
 
 ``inputs`` maps input names to values; ``signature_inputs`` fills the defaults of each
 tflm signature (a causal LM's ``generate`` / ``score`` / ``logits``, a masked LM's
-``fill_mask`` / ``encode``). Usage against a running server::
+``fill_mask`` / ``encode``, an encoder's ``embed``, a fine-tuned model's ``classify`` /
+``predict`` (with ``text_pair`` for a pair model) / ``tag``). Usage against a running
+server::
 
     python export/client.py --rest=http://localhost:8501 --model=tflm --prompt="The"
     python export/client.py --grpc=localhost:8500 --model=tflm --signature=score \\
         --prompt="Some text to score."
     python export/client.py --rest=http://localhost:8501 --signature=fill_mask \\
         --prompt="The capital of France is [MASK]." --top_k=5
+    python export/client.py --rest=http://localhost:8501 --model=sentiment \\
+        --signature=classify --prompt="A fine film." --prompt="Dull."
+    python export/client.py --rest=http://localhost:8501 --model=nli --signature=classify \\
+        --prompt="A man sleeps." --text_pair="Nobody is awake."
 """
 
 import argparse
@@ -25,7 +31,7 @@ import urllib.request
 
 # dtype of every input of the tflm signatures (SavedModel signature_def).
 INPUT_DTYPES = {
-    "prompt": "string", "text": "string", "max_new_tokens": "int32",
+    "prompt": "string", "text": "string", "text_pair": "string", "max_new_tokens": "int32",
     "temperature": "float32", "top_k": "int32", "top_p": "float32", "seed": "int32",
     "token_ids": "int32", "padding_mask": "int32",
 }
@@ -33,29 +39,34 @@ GENERATE_DEFAULTS = {"max_new_tokens": 32, "temperature": 0.0, "top_k": 0, "top_
                      "seed": 0}
 FILL_MASK_TOP_K = 5
 # Inputs that have a batch dimension (the rest are scalars).
-BATCHED = {"prompt", "text", "token_ids", "padding_mask"}
+BATCHED = {"prompt", "text", "text_pair", "token_ids", "padding_mask"}
+# Signatures that take only {"text"}.
+TEXT_ONLY = ("score", "encode", "embed", "tag")
 
 
 def signature_inputs(signature, texts, **params):
     """The inputs of ``signature`` for ``texts`` (generate's scalars and fill_mask's
     ``top_k`` from ``params`` or the defaults). ``logits`` takes ``token_ids`` /
-    ``padding_mask`` in ``params``. ``serving_default`` is a causal LM's (a masked LM's
-    is ``encode``)."""
+    ``padding_mask`` in ``params``; ``classify`` / ``predict`` of a model fine-tuned on
+    pairs take the second texts as ``text_pair`` in ``params``. ``serving_default`` is a
+    causal LM's (a masked LM's is ``encode``, a sentence encoder's ``embed``, a
+    fine-tuned model's its head: call that by name)."""
     if signature == "serving_default":
         return {"prompt": list(texts)}
     if signature == "generate":
         return {"prompt": list(texts), **{k: params.get(k, v)
                                           for k, v in GENERATE_DEFAULTS.items()}}
-    if signature == "score":
+    if signature in TEXT_ONLY:
         return {"text": list(texts)}
+    if signature in ("classify", "predict"):
+        pairs = params.get("text_pair")
+        return {"text": list(texts), **({"text_pair": list(pairs)} if pairs else {})}
     if signature == "logits":
         return {"token_ids": params["token_ids"], "padding_mask": params["padding_mask"]}
     if signature == "fill_mask":
         return {"text": list(texts), "top_k": params.get("top_k", FILL_MASK_TOP_K)}
-    if signature == "encode":
-        return {"text": list(texts)}
     raise ValueError(f"unknown signature {signature!r}; use serving_default, generate, "
-                     "score, logits, fill_mask or encode")
+                     "score, logits, fill_mask, encode, embed, classify, predict or tag")
 
 
 def rest_body(signature, inputs, row_format=False):
@@ -63,8 +74,8 @@ def rest_body(signature, inputs, row_format=False):
 
     Columnar (``"inputs"``) works for every signature. Row format (``"instances"``, one
     object per example) needs every input to have a batch dimension, so it suits
-    ``serving_default``, ``score``, ``logits`` and ``encode`` but not the scalars of
-    ``generate`` and ``fill_mask``.
+    ``serving_default``, ``score``, ``logits``, ``encode``, ``embed``, ``classify``,
+    ``predict`` and ``tag`` but not the scalars of ``generate`` and ``fill_mask``.
     """
     if not row_format:
         return {"signature_name": signature, "inputs": dict(inputs)}
@@ -127,8 +138,12 @@ def main():
     parser.add_argument("--version", type=int, default=None)
     parser.add_argument("--signature", default="generate",
                         choices=["serving_default", "generate", "score", "fill_mask",
-                                 "encode"])
-    parser.add_argument("--prompt", action="append", default=None)
+                                 "encode", "embed", "classify", "predict", "tag"])
+    parser.add_argument("--prompt", action="append", default=None,
+                        help="a prompt / text (repeat for a batch)")
+    parser.add_argument("--text_pair", action="append", default=None,
+                        help="classify / predict of a pair model: the second text of each "
+                             "--prompt, in order")
     parser.add_argument("--max_new_tokens", type=int, default=32)
     parser.add_argument("--temperature", type=float, default=0.0)
     parser.add_argument("--top_k", type=int, default=None,
@@ -136,7 +151,8 @@ def main():
     parser.add_argument("--top_p", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    params = {k: getattr(args, k) for k in GENERATE_DEFAULTS if getattr(args, k) is not None}
+    params = {k: getattr(args, k) for k in (*GENERATE_DEFAULTS, "text_pair")
+              if getattr(args, k) is not None}
     inputs = signature_inputs(args.signature, args.prompt or ["The"], **params)
     if not (args.rest or args.grpc):
         print(json.dumps(rest_body(args.signature, inputs), indent=2))

@@ -229,6 +229,7 @@ register_objective(Objective(
     data=FILE_DATA,
     corpus=False,
     configure="tflm.data.classification:configure_labels",
+    export="tflm.export.classifier:export_classifier",
     description="text or text-pair classification from labelled files (fine-tuning)",
 ))
 
@@ -241,6 +242,7 @@ register_objective(Objective(
     data=FILE_DATA,
     corpus=False,
     configure="tflm.data.classification:check_regression_file",
+    export="tflm.export.classifier:export_classifier",
     description="text or text-pair regression (e.g. STS-B scores) from labelled files",
 ))
 
@@ -254,6 +256,7 @@ register_objective(Objective(
           "outside_label": "O"},  # JSONL keys; CoNLL files: word ... tag per line
     corpus=False,
     configure="tflm.data.token_classification:configure_tags",
+    export="tflm.export.classifier:export_classifier",
     description="a tag per word (named entities, part of speech) from CoNLL / JSONL files",
 ))
 
