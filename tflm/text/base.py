@@ -70,6 +70,9 @@ class Tokenizer:
         self.options = dict(options or {})
         # The directory the tokenizer was loaded from or last saved to (None if neither).
         self.directory: str | None = None
+        if "special_tokens" in self.options:
+            # An imported vocabulary's own tokens (tflm.text.hf), e.g. {"cls": "<s>"}.
+            self.special_tokens = dict(self.options["special_tokens"])
 
     # -- in-graph path -------------------------------------------------------------------
     def tokenize(self, strings) -> tf.RaggedTensor:
@@ -163,6 +166,12 @@ class Tokenizer:
     @property
     def mask_id(self) -> int | None:
         return self._special_id("mask")
+
+    @property
+    def added_tokens(self) -> list[str]:
+        """Tokens kept whole when they appear in a text (an imported tokenizer's special
+        tokens: ``encode`` / ``tokenize`` give their ids)."""
+        return [token["content"] for token in self.options.get("added_tokens", [])]
 
     @property
     def special_ids(self) -> dict[str, int]:

@@ -19,6 +19,7 @@ from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
 from tflm.errors import TokenizerError
+from tflm.text import hf
 from tflm.text.base import Tokenizer, register
 from tflm.text.train import counted
 
@@ -66,6 +67,9 @@ class BPETokenizer(Tokenizer):
     """Byte-level BPE; assets ``vocab.json`` (token -> id) and ``merges.txt`` (rank order).
 
     Any text round-trips (``detokenize(tokenize(x)) == x``): every byte has a token.
+    A tokenizer imported from a Hugging Face checkpoint (options ``"huggingface": True``,
+    see ``tflm.text.hf``) splits text with GPT-2's own regex and keeps the checkpoint's
+    special tokens whole instead.
     """
 
     files = (VOCAB_FILE, MERGES_FILE)
@@ -86,6 +90,15 @@ class BPETokenizer(Tokenizer):
         except ValueError as e:
             raise TokenizerError(f"BPE assets {self.files} are malformed ({e})") from e
         self._id_to_token = {i: t for t, i in self._vocab.items()}
+        missing = [t for t in self.special_tokens.values() if t not in self._vocab]
+        if missing:
+            raise TokenizerError(f"{VOCAB_FILE} lacks the special tokens {missing}")
+        self._layer = None
+        if hf.is_huggingface(self.options):
+            # An imported checkpoint's tokenizer: GPT-2's own split (tflm.text.hf).
+            self._hf_options = hf.check_options("bpe", self.options)
+            self._fast = hf.bpe_fast(self._vocab, pairs, self._hf_options)
+            return
         # Fast eager path: the Rust tokenizer, configured exactly as for training.
         self._fast = HFTokenizer(models.BPE(vocab=self._vocab, merges=pairs))
         self._fast.pre_tokenizer = _pre_tokenizer()
@@ -93,12 +106,19 @@ class BPETokenizer(Tokenizer):
         self._fast.add_special_tokens([EOS])
         # In-graph path. `_allow_python_workflow=False` makes eager calls run the same TF
         # ops as tf.data / tf.function (keras-hub would otherwise switch to Python).
-        self.layer = keras_hub.tokenizers.BytePairTokenizer(
+        self._layer = keras_hub.tokenizers.BytePairTokenizer(
             vocabulary=self._vocab,
             merges=self._merges,
             unsplittable_tokens=[EOS],
             _allow_python_workflow=False,
         )
+
+    @property
+    def layer(self) -> keras_hub.tokenizers.BytePairTokenizer:
+        """The in-graph layer (an imported tokenizer's is built on first use)."""
+        if self._layer is None:
+            self._layer = hf.BytePairLayer(self._vocab, self._merges, self._hf_options)
+        return self._layer
 
     @classmethod
     def train(

@@ -4,7 +4,9 @@ Tokenizers do not keep a literal ``[MASK]`` in text whole (WordPiece splits it i
 ``[``, ``mask``, ``]``). So a text is split at the tokenizer's mask-token string, each
 piece is tokenized on its own, and the pieces are joined with the mask id. The eager
 function (``LanguageModel``-side, fast tokenizer) and the in-graph one (SavedModel
-signatures) implement that one rule and are tested to give the same ids.
+signatures) implement that one rule and are tested to give the same ids. A tokenizer that
+keeps its mask token whole itself (one imported from a Hugging Face checkpoint, whose
+``<mask>`` may also take the space before it) is simply called.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ def mask_token(tokenizer) -> str:
 def encode_with_masks(tokenizer, texts: list[str]) -> list[list[int]]:
     """The ids of each text, every literal mask token kept as the mask id (eager)."""
     token, mask_id = mask_token(tokenizer), tokenizer.mask_id
+    if token in tokenizer.added_tokens:  # the tokenizer keeps it whole (by its own rule)
+        return tokenizer.encode(list(texts))
     out = []
     for text in texts:
         pieces = text.split(token)
@@ -50,6 +54,8 @@ def tokenize_with_masks(tokenizer, texts: tf.Tensor) -> tf.RaggedTensor:
     SavedModels.
     """
     token, mask_id = mask_token(tokenizer), tokenizer.mask_id
+    if token in tokenizer.added_tokens:
+        return tf.cast(tokenizer.tokenize(texts), tf.int32)
     pieces = tf.strings.split(texts, sep=token)  # ragged (B, pieces)
     ids = tf.cast(tokenizer.tokenize(pieces.flat_values), tf.int32)  # (pieces, None)
     # A mask id after every piece but the last of its text.

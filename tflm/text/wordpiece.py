@@ -25,6 +25,7 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import models, normalizers, pre_tokenizers, trainers
 
 from tflm.errors import TokenizerError
+from tflm.text import hf
 from tflm.text.base import Tokenizer, register
 from tflm.text.train import counted
 
@@ -73,7 +74,9 @@ class WordPieceTokenizer(Tokenizer):
 
     Options: ``lowercase`` lower-cases and strips accents (uncased BERT) before splitting.
     Text is split on white space, punctuation and CJK characters; words that cannot be
-    pieced together from the vocabulary become ``[UNK]``.
+    pieced together from the vocabulary become ``[UNK]``. A tokenizer imported from a
+    Hugging Face checkpoint (options ``"huggingface": True``, see ``tflm.text.hf``)
+    follows that checkpoint's rules and special tokens instead.
     """
 
     files = (VOCAB_FILE,)
@@ -81,22 +84,35 @@ class WordPieceTokenizer(Tokenizer):
 
     def __init__(self, assets: dict[str, bytes], options: dict | None = None):
         super().__init__(assets, options)
-        lowercase = bool(self.options.get("lowercase", False))
         # split("\n"), not splitlines(): a token may hold \x1c, \u2028 and the like.
         self._vocab = assets[VOCAB_FILE].decode("utf-8").rstrip("\n").split("\n")
         self._ids = {token: i for i, token in enumerate(self._vocab)}
-        missing = [t for t in SPECIALS.values() if t not in self._ids]
+        missing = [t for t in self.special_tokens.values() if t not in self._ids]
         if missing:
             raise TokenizerError(
                 f"{VOCAB_FILE} lacks the special tokens {missing}; retrain the tokenizer"
             )
-        self.layer = keras_hub.tokenizers.WordPieceTokenizer(
+        self._fast = self._layer = None
+        if hf.is_huggingface(self.options):
+            # An imported checkpoint's tokenizer: its own rules (tflm.text.hf).
+            self._hf_options = hf.check_options("wordpiece", self.options)
+            self._fast = hf.wordpiece_fast(self._vocab, self._hf_options)
+            return
+        lowercase = bool(self.options.get("lowercase", False))
+        self._layer = keras_hub.tokenizers.WordPieceTokenizer(
             vocabulary=self._vocab,
             lowercase=lowercase,
             strip_accents=lowercase,
             special_tokens=list(SPECIALS.values()),
             _allow_python_workflow=False,
         )
+
+    @property
+    def layer(self) -> keras_hub.tokenizers.WordPieceTokenizer:
+        """The in-graph layer (an imported tokenizer's is built on first use)."""
+        if self._layer is None:
+            self._layer = hf.WordPieceLayer(self._vocab, self._hf_options)
+        return self._layer
 
     @classmethod
     def train(
@@ -137,10 +153,15 @@ class WordPieceTokenizer(Tokenizer):
         return cls({VOCAB_FILE: asset}, {"lowercase": bool(lowercase)})
 
     def encode(self, texts: list[str]) -> list[list[int]]:
+        if self._fast is not None:
+            encoded = self._fast.encode_batch(list(texts), add_special_tokens=False)
+            return [e.ids for e in encoded]
         # FastWordpiece is a C++ op: batched eager calls are already fast.
         return self.tokenize(list(texts)).to_list() if texts else []
 
     def decode(self, ids: list[int]) -> str:
+        if self._fast is not None:
+            return self._fast.decode(list(ids), skip_special_tokens=False)
         return self.detokenize([list(ids)]).numpy()[0].decode("utf-8")
 
     def token_to_id(self, token: str) -> int | None:
