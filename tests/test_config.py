@@ -132,7 +132,7 @@ def test_unknown_key_in_json_names_section_and_valid_keys():
     [
         ("train", "strategy", "mirorred", "not one of"),
         ("model.backbone", "num_heads", 3, "divisible"),
-        ("model.backbone", "pooling", "max", "not one of"),
+        ("model.backbone", "pooling", "median", "not one of"),
         ("data", "seq_len", 4096, "max_sequence_length"),
         ("train", "steps", 0, ">= 1"),
         ("data", "mask_rate", 1.5, "mask_rate"),

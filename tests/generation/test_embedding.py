@@ -148,7 +148,7 @@ def test_pooling_rule_of_model_directories(bert_dir, tmp_path):
     assert SentenceEncoder.from_model_dir(first_dir, pooling="mean").pooling == "mean"
     assert SentenceEncoder.from_model_dir(bert_dir, pooling="last").pooling == "last"
     with pytest.raises(GenerationError, match="not one of"):
-        SentenceEncoder.from_model_dir(bert_dir, pooling="max")
+        SentenceEncoder.from_model_dir(bert_dir, pooling="median")
 
 
 def test_causal_model_directory_embeds_raw_ids_with_mean_pooling(tmp_path):

@@ -173,8 +173,8 @@ def test_bad_config_and_inputs_raise_clear_errors():
         _backbone(num_heads=3)
     with pytest.raises(ConfigError, match="alibi"):
         _backbone(position_embedding="alibi")
-    with pytest.raises(ConfigError, match=r"pooling 'max' is not one of"):
-        _backbone(pooling="max")
+    with pytest.raises(ConfigError, match=r"pooling 'median' is not one of"):
+        _backbone(pooling="median")
     model = _backbone()
     with pytest.raises(ValueError, match="cache length 13 exceeds .* max_sequence_length 12"):
         model.init_cache(1, 13)

@@ -32,7 +32,7 @@ from tflm.errors import DataError, GenerationError
 from tflm.generation.decode import bucket_length, compile_fn
 from tflm.models import pool
 
-POOLINGS = ("first", "mean", "last")
+POOLINGS = ("first", "mean", "max", "last")
 EPSILON = 1e-12  # squared-norm floor of the L2 normalisation (an all-zero vector stays 0)
 LONG_FILE = 1000  # sentences from which `embed_file` shows a progress bar
 
@@ -42,7 +42,7 @@ def sentence_pooling(configured: str, pooling: str | None = None) -> str:
     `config.model.backbone.pooling` (`configured`), where "auto" means "mean".
 
     Raises:
-        GenerationError: `pooling` is not one of "first", "mean", "last".
+        GenerationError: `pooling` is not one of "first", "mean", "max", "last".
     """
     if pooling is None:
         return "mean" if configured == "auto" else configured
@@ -93,7 +93,8 @@ class SentenceEncoder:
         tokenizer: its `tflm.text` tokenizer (`encode`, `cls_id`, `sep_id`, `pad_id`).
         config: the model directory's config; its `config.model.backbone.pooling` sets the
             default pooling (else the backbone's own `pooling`).
-        pooling: "first" | "mean" | "last", or None for the rule of `sentence_pooling`.
+        pooling: "first" | "mean" | "max" | "last", or None for the rule of
+            `sentence_pooling`.
         normalize: L2-normalise the vectors (cosine = dot product).
 
     Raises:

@@ -14,7 +14,7 @@ from tflm.errors import ConfigError
 from tflm.layers import TokenAndPositionEmbedding, TransformerBlock
 
 POSITION_EMBEDDINGS = ("learned", "sinusoidal", "rotary")
-POOLINGS = ("auto", "first", "mean", "last")
+POOLINGS = ("auto", "first", "mean", "max", "last")
 
 
 def pool(hidden, padding_mask, mode: str):
@@ -23,8 +23,9 @@ def pool(hidden, padding_mask, mode: str):
     Args:
         hidden: (B, T, hidden) hidden states.
         padding_mask: (B, T) int/bool, 1 = real token (left or right padding).
-        mode: "first" (the first position: BERT's [CLS]), "mean" (over real tokens) or
-            "last" (the last real token: what a causal model has read everything at).
+        mode: "first" (the first position: BERT's [CLS]), "mean" (over real tokens),
+            "max" (per feature, over real tokens) or "last" (the last real token: what a
+            causal model has read everything at).
 
     Returns:
         (B, hidden) in the dtype of `hidden`.
@@ -36,6 +37,10 @@ def pool(hidden, padding_mask, mode: str):
         total = ops.sum(hidden * mask[:, :, None], axis=1)  # (B, hidden)
         count = ops.maximum(ops.sum(mask, axis=1, keepdims=True), 1)  # (B, 1)
         return total / count
+    if mode == "max":
+        # Pads read as the batch's minimum, which no real token's maximum is below.
+        floor = ops.min(hidden)
+        return ops.max(ops.where(mask[:, :, None] > 0, hidden, floor), axis=1)
     # "last": the highest position whose mask is 1 (position 0 for an all-pad row).
     real = ops.cast(padding_mask, "int32")
     weights = real * ops.cumsum(ops.ones_like(real), axis=1)  # position + 1 where real
@@ -64,8 +69,8 @@ class TransformerBackbone(keras.Model):
         use_bias: biases in the projections.
         num_segments: size of the segment (token type) embedding, e.g. 2 for BERT's
             sentence pairs; 0 = no segment embedding and no `segment_ids` input.
-        pooling: how `pooled_output` is made (see `pool`): "first", "mean", "last", or
-            "auto" = "last" for a causal model, "first" for a bidirectional one.
+        pooling: how `pooled_output` is made (see `pool`): "first", "mean", "max", "last",
+            or "auto" = "last" for a causal model, "first" for a bidirectional one.
         dtype: a dtype policy name such as "mixed_bfloat16" (default: the global policy).
 
     Inputs: `{"token_ids": int32 (B, T), "padding_mask": int32/bool (B, T)}`, plus
