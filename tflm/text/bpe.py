@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterable
 
 import keras_hub
+import tensorflow as tf
 from absl import logging
 from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
@@ -117,7 +118,8 @@ class BPETokenizer(Tokenizer):
     def layer(self) -> keras_hub.tokenizers.BytePairTokenizer:
         """The in-graph layer (an imported tokenizer's is built on first use)."""
         if self._layer is None:
-            self._layer = hf.BytePairLayer(self._vocab, self._merges, self._hf_options)
+            with tf.init_scope():  # first use may be inside a tf.data / tf.function trace
+                self._layer = hf.BytePairLayer(self._vocab, self._merges, self._hf_options)
         return self._layer
 
     @classmethod

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 import keras_hub
+import tensorflow as tf
 from absl import logging
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import models, normalizers, pre_tokenizers, trainers
@@ -111,7 +112,8 @@ class WordPieceTokenizer(Tokenizer):
     def layer(self) -> keras_hub.tokenizers.WordPieceTokenizer:
         """The in-graph layer (an imported tokenizer's is built on first use)."""
         if self._layer is None:
-            self._layer = hf.WordPieceLayer(self._vocab, self._hf_options)
+            with tf.init_scope():  # first use may be inside a tf.data / tf.function trace
+                self._layer = hf.WordPieceLayer(self._vocab, self._hf_options)
         return self._layer
 
     @classmethod
