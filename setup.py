@@ -36,6 +36,8 @@ setup(
             "ruff>=0.6",
             "jax>=0.4.30",
             "tensorflow-serving-api~=2.19",
+            # Tests write Hugging Face checkpoints (tflm.convert reads them itself).
+            "safetensors>=0.4,<1",
         ],
     },
     entry_points={"console_scripts": ["tflm=tflm.cli:main"]},

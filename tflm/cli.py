@@ -9,6 +9,7 @@
     tflm embed --model=runs/bert/model --input=sentences.txt --output=vectors.npy
     tflm tokenizer --corpus=... --kind=bpe --vocab_size=8192 --out=DIR [--encode]
     tflm export --model=runs/x/model --out=DIR --format=saved_model|tflite
+    tflm import --from=HF_DIR --out=MODEL_DIR [--tokenizer=DIR]
 
 Each sub-command parses its absl flags and calls one library function; ``--config`` is an
 ``ml_collections`` config file whose fields are overridable as ``--config.train.steps=N``.
@@ -38,6 +39,7 @@ SUMMARIES = {
     "finetune": "fine-tune a model directory (--config.init_from) on labelled files or new text",
     "export": "export a model directory as a SavedModel or TFLite model",
     "tokenizer": "train a tokenizer on a corpus (and build its token cache)",
+    "import": "import a Hugging Face BERT / RoBERTa / GPT-2 directory as a model directory",
 }
 
 
@@ -338,6 +340,23 @@ def _export(argv) -> None:
                              quantize=FLAGS.quantize))
 
 
+def _import_flags() -> None:
+    flags.DEFINE_string("from", None, "A Hugging Face model directory (config.json, "
+                        "model.safetensors or its index + shards, tokenizer files), or a "
+                        "sentence-transformers directory.")
+    flags.DEFINE_string("out", None, "The tflm model directory to write (replaced).")
+    flags.DEFINE_string("tokenizer", None, "A directory with the tokenizer files, when "
+                        "--from has none.")
+    flags.mark_flag_as_required("from")
+    flags.mark_flag_as_required("out")
+
+
+def _import(argv) -> None:
+    from tflm.convert import import_hf
+
+    _print_json(import_hf(FLAGS["from"].value, FLAGS.out, tokenizer=FLAGS.tokenizer))
+
+
 COMMANDS: dict[str, tuple[Callable, Callable]] = {
     "train": (_train_flags, _train),
     "evaluate": (_evaluate_flags, _evaluate),
@@ -347,6 +366,7 @@ COMMANDS: dict[str, tuple[Callable, Callable]] = {
     "finetune": (_train_flags, _finetune),
     "export": (_export_flags, _export),
     "tokenizer": (_tokenizer_flags, _tokenizer),
+    "import": (_import_flags, _import),
 }
 
 
