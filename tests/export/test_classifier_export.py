@@ -212,7 +212,7 @@ def _run_tflite(path, signature, windows):
 def test_classifier_tflite_equals_keras_with_builtin_ops(pair_dir, root):
     out = os.path.join(root, "pair_tflite")
     report = export_model(pair_dir, out, format="tflite", quantize="dynamic_int8")
-    assert report["signatures"] == ["classify"] and report["window"] == SEQ_LEN
+    assert report["signatures"] == ["classify"] and report["seq_len"] == SEQ_LEN
     assert report["inputs"] == ["padding_mask", "segment_ids", "token_ids"]
     fp32, int8 = report["variants"]["none"], report["variants"]["dynamic_int8"]
     assert fp32["labels_identical"] and fp32["label_agreement"] == 1.0
@@ -289,10 +289,32 @@ def test_tagger_exports_tag(root, tmp_path):
                                    [w["score"] or 0.0 for w in words], atol=1e-5)
         assert (served["label_id"][row, n:] == -1).all()
     assert any(w["label"] is None for w in tagged[2]) and tagged[0][2]["label"] == "POS"
+    blank = tf.saved_model.load(report["path"]).signatures["tag"](text=tf.constant(["", " "]))
+    assert blank["word_count"].numpy().tolist() == [0, 0] and blank["label"].shape == (2, 0)
 
     report = export_model(path, str(tmp_path / "tflite"), format="tflite")
     assert report["signatures"] == ["tag"] and report["variants"]["none"]["words_identical"]
     assert report["variants"]["none"]["labels_identical"]
+
+
+def test_tag_layout_equals_encode_words(pair_dir):
+    """The in-graph word layout of ``tag`` on a WordPiece model: pieces, first-piece
+    positions, words cut at the window, a word without pieces (an accent alone)."""
+    from tflm.data.token_classification import encode_words
+    from tflm.export.classifier_signatures import ClassifierModule, packed_words, split_words
+    from tflm.model_dir import load_model_dir
+
+    model, tokenizer, config = load_model_dir(pair_dir)
+    module = ClassifierModule(model, tokenizer, config)
+    texts = ["it was good", "", "a \u0301 b", " ".join(["lovely", "dreadful"] * 12), *ODD]
+    layout = tf.function(lambda text: packed_words(module, split_words(text)))  # in-graph
+    features, first = layout(tf.constant(texts))
+    module.cleanup()
+    token_ids, mask, expected = encode_words(tokenizer, [t.split() for t in texts], SEQ_LEN)
+    np.testing.assert_array_equal(features["token_ids"].numpy(), token_ids)
+    np.testing.assert_array_equal(features["padding_mask"].numpy(), mask)
+    np.testing.assert_array_equal(first.numpy(), expected)
+    assert (expected[3] == -1).any() and token_ids[2, 2] == tokenizer.unk_id
 
 
 def test_an_existing_version_is_not_overwritten(pair_dir, pair_export):

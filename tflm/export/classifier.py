@@ -42,13 +42,12 @@ from tflm.export.encoder import _embed_check, _within
 from tflm.export.encoder_signatures import embed_signature
 from tflm.export.saved_model import save_serving, version_path
 from tflm.export.tflite import check_variants
-from tflm.generation.classifier import TextClassifier, TextRegressor, TokenTagger
 from tflm.generation.embedding import SentenceEncoder, sentence_pooling
+from tflm.models.tasks import get_objective
 
 TOLERANCE = 1e-4  # float32 export vs Keras: probabilities, scores
 MAX_EXAMPLES = 200  # examples read from each labelled file
 VERIFY_EXAMPLES = 64  # held-out examples each export is checked on
-INTERFACES = {"classify": TextClassifier, "predict": TextRegressor, "tag": TokenTagger}
 
 
 def export_classifier(model, tokenizer, config, out: str, format: str = "saved_model",
@@ -70,7 +69,9 @@ def export_classifier(model, tokenizer, config, out: str, format: str = "saved_m
     """
     head = head_of(model)
     train, held_out = labelled_texts(config, quantize)
-    interface = INTERFACES[head](model, tokenizer, config)
+    # What tflm.load(dir) returns: TextClassifier, TextRegressor or TokenTagger.
+    interface = get_objective(config.train.objective).resolve("interface")(
+        model, tokenizer, config)
     examples = verification_examples(held_out, interface)
     expected = reference_outputs(interface, head, examples)
     os.makedirs(out, exist_ok=True)
@@ -251,7 +252,7 @@ def compare(head: str, got: dict, want: dict) -> dict:
             "labels_identical": got["label"] == want["label"],
             "label_agreement": float(np.mean([g == w for g, w in flat])) if flat else 1.0,
             "score_max_abs_diff": float(max(scores, default=0.0)),
-            "words": len(flat)}
+            "words_compared": len(flat)}
 
 
 def _export_tflite(interface, head: str, out: str, quantize: str, train: list,
@@ -276,9 +277,8 @@ def _export_tflite(interface, head: str, out: str, quantize: str, train: list,
         checks[q] = {**variant_files(files, ops, q), **check,
                      "within_1e-4": max(diffs) <= TOLERANCE, f"{head}_ms": ms}
     return write_report(out, {
-        "format": "tflite", "head": head, "window": int(interface.config.data.seq_len),
-        "inputs": sorted(windows), "signatures": [head], **_facts(interface),
-        "supported_ops": SUPPORTED_OPS, "tokenizer_dir": tokenizer_dir,
+        "format": "tflite", "head": head, "inputs": sorted(windows), "signatures": [head],
+        **_facts(interface), "supported_ops": SUPPORTED_OPS, "tokenizer_dir": tokenizer_dir,
         "examples": len(examples), "variants": checks,
     }, what=f"{head} model", required=_required(checks["none"]))
 

@@ -138,11 +138,13 @@ def _fits(lengths: tf.Tensor, budget: int):
         fits = used + length <= budget
         return used + tf.where(fits, length, 0), used, fits
 
-    rows = tf.shape(lengths)[0]
+    rows, words = tf.shape(lengths)[0], tf.shape(lengths)[1]
     zeros = tf.zeros([rows], lengths.dtype)
-    _, start, fits = tf.scan(step, tf.transpose(lengths),
+    # One empty word more, so the scan never runs over nothing (a batch without words).
+    padded = tf.pad(lengths, [[0, 0], [0, 1]])
+    _, start, fits = tf.scan(step, tf.transpose(padded),
                              initializer=(zeros, zeros, tf.ones([rows], tf.bool)))
-    return tf.transpose(start), tf.transpose(fits)  # (B, W)
+    return tf.transpose(start)[:, :words], tf.transpose(fits)[:, :words]  # (B, W)
 
 
 def packed_words(module: ClassifierModule, words: tf.RaggedTensor):
