@@ -3,6 +3,7 @@
 SavedModel."""
 
 import os
+import shutil
 
 import pytest
 import tensorflow as tf
@@ -108,6 +109,22 @@ def test_vocab_txt_without_tokenizer_json(root):
     assert tokenizer.encode(TEXTS) == expected
     assert tokenizer.tokenize(tf.constant(TEXTS)).to_list() == expected
     assert report["files"] == ["vocab.txt"] and report["options"]["lowercase"] is True
+
+
+@pytest.mark.parametrize("kind", ["roberta", "gpt2"])
+def test_vocab_json_and_merges_without_tokenizer_json(root, kind):
+    # vocab.json + merges.txt + tokenizer_config.json: RobertaTokenizer / GPT2Tokenizer.
+    full = _directory(root, kind)
+    bare = os.path.join(root, f"{kind}_files_only")
+    os.makedirs(bare, exist_ok=True)
+    for name in ("vocab.json", "merges.txt", "tokenizer_config.json"):
+        shutil.copy(os.path.join(full, name), bare)
+    reference = HFTokenizer.from_file(os.path.join(full, "tokenizer.json"))
+    tokenizer, report = import_tokenizer(bare, kind, reference.get_vocab_size())
+    expected = [e.ids for e in reference.encode_batch(TEXTS, add_special_tokens=False)]
+    assert tokenizer.encode(TEXTS) == expected
+    assert tokenizer.tokenize(tf.constant(TEXTS)).to_list() == expected
+    assert report["files"] == ["vocab.json", "merges.txt"]
 
 
 def test_smaller_vocabulary_is_padded_and_larger_refused(root):

@@ -161,6 +161,10 @@ def import_hf(path: str, out: str, tokenizer: str | None = None) -> dict:
     logging.info("Importing %d tensors of %s.", len(checkpoint.names()), directory)
     parameters = _load(ports, checkpoint, plan, model)
     save_model_dir(out, model, tok, config)
+    if sentence and not sentence["normalize"]:
+        plan.notes.append("the sentence-transformers model does not normalise its "
+                          "embeddings; tflm.load(...).embed L2-normalises (the same "
+                          "directions, unit length)")
     report = {
         "source": path,
         "out": out,
@@ -182,10 +186,6 @@ def import_hf(path: str, out: str, tokenizer: str | None = None) -> dict:
     }
     if sentence:
         report["sentence_transformers"] = sentence
-        if not sentence["normalize"]:
-            plan.notes.append("the sentence-transformers model does not normalise its "
-                              "embeddings; tflm.load(...).embed L2-normalises (the same "
-                              "directions, unit length)")
     with open(os.path.join(out, REPORT_FILE), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2, sort_keys=True)
     return report

@@ -18,11 +18,11 @@ version of the `tokenizers` library (its punctuation, accent and letter classes 
 older or newer by hundreds of code points, its lower-casing differs on ~100), so every
 character class and the per-character lower-casing / accent stripping are read from the
 installed `tokenizers` itself (``_bert_classes``, ``_bert_char_map``,
-``_byte_level_classes``: one pass over
-all code points, ~1 s, once per process and setting). What remains different: the NFD
-canonical reordering of combining marks across character boundaries when accents are
-stripped (only sequences of two or more non-spacing... marks that are *not* removed,
-i.e. spacing marks with a combining class, e.g. musical symbols).
+``_byte_level_classes``: a pass over all code points, 1-4 s, once per process, when an
+imported tokenizer is first used in-graph). One difference remains: accents are
+stripped per character, so NFD's canonical reordering of combining marks across
+characters is not done; it matters only for two or more adjacent marks that are kept
+(not non-spacing: e.g. the musical symbols' spacing marks) in non-canonical order.
 
 Added tokens (the checkpoint's special tokens: ``[MASK]``, ``<s>``, ``<|endoftext|>``,
 ...) are matched in the raw text first, longest first, as the `tokenizers` library does;
@@ -120,7 +120,6 @@ def bpe_fast(vocabulary: dict[str, int], merges: list[tuple[str, str]],
 
 
 # -- character classes read from the `tokenizers` library ----------------------------------
-@functools.cache
 def _code_points() -> tuple[str, ...]:
     """Every Unicode scalar value but NUL, the surrogates, the separator and planes 4-13
     (nothing is assigned there, so every library treats them alike: as unassigned,
