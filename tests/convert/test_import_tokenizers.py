@@ -3,6 +3,7 @@
 SavedModel."""
 
 import os
+import random
 import shutil
 
 import pytest
@@ -65,6 +66,28 @@ def test_eager_and_in_graph_ids_equal_the_checkpoint_tokenizer(root, kind, optio
                                                        f"{options.get('lowercase')}")))
     assert saved.encode(TEXTS) == expected
     assert saved.fingerprint == tokenizer.fingerprint
+
+
+# Characters where TensorFlow's Unicode tables differ from the tokenizers library's, or
+# where BERT's normaliser and GPT-2's split have special cases.
+POOL = [*"aAzZ éÉüÜñßİıΣσς'!?…—-_12٣½²", "\u4e00", "\uf900", "漢", "😀", "\U0001F970",
+        "\u200d", "\u200b", "\ufeff", "\x00", "\x01", "\ue000", "\ufffd", "\u00a0",
+        "\u3000", "\t", "\n", "\r", "\v", "\f", "\x85", "\u0301", "\u0308", "\u1c89",
+        "\u2c2f", "\u2e43", "\u166d", "\u0378", "ﬁ", "Ａ", "'s", "'ll", "  ", "   ",
+        "[MASK]", "<mask>", " <mask>", "<s>", "<|endoftext|>"]
+
+
+@pytest.mark.parametrize("kind,options", CASES, ids=["uncased", "cased", "roberta", "gpt2"])
+def test_random_strings_of_awkward_characters(root, kind, options):
+    rng = random.Random(0)
+    texts = ["".join(rng.choice(POOL) for _ in range(rng.randint(1, 12)))
+             for _ in range(400)]
+    path = _directory(root, kind, **options)
+    reference = HFTokenizer.from_file(os.path.join(path, "tokenizer.json"))
+    tokenizer, _ = import_tokenizer(path, kind, reference.get_vocab_size())
+    expected = [e.ids for e in reference.encode_batch(texts, add_special_tokens=False)]
+    assert tokenizer.encode(texts) == expected
+    assert tokenizer.tokenize(tf.constant(texts)).to_list() == expected
 
 
 def test_special_ids_are_the_checkpoints(root):
