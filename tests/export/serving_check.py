@@ -15,7 +15,8 @@ import sys
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the tf-text ops the tokenizer may use)
 
-DTYPES = {"prompt": tf.string, "text": tf.string, "max_new_tokens": tf.int32,
+DTYPES = {"prompt": tf.string, "text": tf.string, "text_pair": tf.string,
+          "max_new_tokens": tf.int32,
           "temperature": tf.float32, "top_k": tf.int32, "top_p": tf.float32,
           "seed": tf.int32, "token_ids": tf.int32, "padding_mask": tf.int32}
 

@@ -136,7 +136,6 @@ def _serve(path, requests, tmp_path):
                        for k, v in inputs.items()} for name, inputs in requests.items()}
     requests_path.write_text(json.dumps(as_bytes))
     script = ("import sys; sys.path.insert(0, sys.argv[1]); import serving_check; "
-              "import tensorflow as tf; serving_check.DTYPES['text_pair'] = tf.string; "
               "serving_check.main(*sys.argv[2:])")
     proc = subprocess.run([sys.executable, "-c", script, HERE, path, str(requests_path),
                            str(out_path)], capture_output=True, text=True, timeout=600,
@@ -229,7 +228,7 @@ def test_classifier_tflite_equals_keras_with_builtin_ops(pair_dir, root):
     classifier = tflm.load(pair_dir)
     dev = os.path.join(root, "pair", "dev.tsv")
     pairs = [*zip(_texts(dev, 0), _texts(dev, 1)), ("", ""), ("nice " * 30, "bad")]
-    windows = classifier._features(pairs)
+    windows = classifier.features(pairs)
     got = np.concatenate([o["probabilities"] for o in _run_tflite(
         os.path.join(out, "model.tflite"), "classify", windows)])
     np.testing.assert_allclose(got, _probabilities(classifier.classify(pairs),

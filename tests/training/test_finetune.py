@@ -205,7 +205,8 @@ def test_token_classification_from_conll(bert_dir, root):
         f.write("-DOCSTART- O\n\n")
         for _ in range(60):
             for word in rng.sample(POSITIVE + NEGATIVE + ["it", "was", "and"], 5):
-                f.write(f"{word} {'POS' if word in POSITIVE else 'NEG' if word in NEGATIVE else 'O'}\n")
+                tag = "POS" if word in POSITIVE else "NEG" if word in NEGATIVE else "O"
+                f.write(f"{word} {tag}\n")
             f.write("\n")
     config = _config(bert_dir, path, path, "token_classification", steps=60, eval_every=30,
                      checkpoint_every=30)

@@ -21,10 +21,9 @@ from absl import logging
 
 from tflm import special_ids
 from tflm.data import step_stream
-from tflm.data.encoding import pack_pair_tokens, pack_single, special_count, tokenize
+from tflm.data.encoding import pack_texts, special_count, tokenize
 from tflm.data.text_files import read_columns
 from tflm.errors import ConfigError, DataError
-
 
 LABELS_FILE = "labels.json"
 
@@ -115,14 +114,9 @@ def _batch_maker(texts, pairs, label_ids, tokenizer, seq_len, cls_id, sep_id, pa
 
     def make_batch(idx):
         first = tokenize(tokenizer, tf.gather(text_table, idx))
-        if pair_table is None:
-            x = pack_single(first, seq_len, cls_id, sep_id, pad_id)
-            x["segment_ids"] = tf.zeros_like(x["token_ids"])
-        else:
-            second = tokenize(tokenizer, tf.gather(pair_table, idx))
-            x = pack_pair_tokens(first, second, seq_len, cls_id, sep_id, pad_id)
-        if not segments:
-            x.pop("segment_ids")
+        second = None if pair_table is None else tokenize(tokenizer,
+                                                          tf.gather(pair_table, idx))
+        x = pack_texts(first, second, seq_len, cls_id, sep_id, pad_id, segments)
         return x, tf.gather(label_table, idx)
 
     return make_batch

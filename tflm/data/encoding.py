@@ -71,6 +71,29 @@ def pack_pair_tokens(
     }
 
 
+def pack_texts(
+    first: tf.RaggedTensor,
+    second: tf.RaggedTensor | None,
+    seq_len: int,
+    cls_id: int | None,
+    sep_id: int | None,
+    pad_id: int = 0,
+    segments: bool = True,
+) -> dict:
+    """The fine-tuning layout of tokenized texts (`second` None: `pack_single`) or text
+    pairs (`pack_pair_tokens`): `token_ids`, `padding_mask` and, with `segments`,
+    `segment_ids` (zeros for single texts) int32 (b, seq_len). The one rule the
+    fine-tuning pipelines, `tflm.load(dir).classify` and the exported `classify` use."""
+    if second is None:
+        x = pack_single(first, seq_len, cls_id, sep_id, pad_id)
+        x["segment_ids"] = tf.zeros_like(x["token_ids"])
+    else:
+        x = pack_pair_tokens(first, second, seq_len, cls_id, sep_id, pad_id)
+    if not segments:
+        x.pop("segment_ids")
+    return x
+
+
 def special_count(cls_id: int | None, sep_id: int | None, pair: bool) -> int:
     """How many special tokens `pack_single` / `pack_pair_tokens` add to a text."""
     if pair:

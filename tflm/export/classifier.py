@@ -38,7 +38,7 @@ from tflm.export.api import verification_texts
 from tflm.export.classifier_signatures import SIGNATURES, ClassifierModule, head_of
 from tflm.export.classifier_tflite import example_windows, run_head, write_classifier_tflite
 from tflm.export.embedding_tflite import SUPPORTED_OPS, probe_sentences, variant_files, write_report
-from tflm.export.encoder import _embed_check, _within
+from tflm.export.encoder import embed_check, within_tolerance
 from tflm.export.encoder_signatures import embed_signature
 from tflm.export.saved_model import save_serving, version_path
 from tflm.export.tflite import check_variants
@@ -83,9 +83,9 @@ def export_classifier(model, tokenizer, config, out: str, format: str = "saved_m
     loaded = tf.saved_model.load(path)
     check = compare(head, saved_model_outputs(loaded, head, examples), expected)
     singles = [e[0] if isinstance(e, tuple) else e for e in examples]
-    check.update(_embed_check(loaded, SentenceEncoder(model.backbone, tokenizer,
+    check.update(embed_check(loaded, SentenceEncoder(model.backbone, tokenizer,
                                                       pooling=pooling), singles))
-    check = _within(check, examples=len(examples))
+    check = within_tolerance(check, examples=len(examples))
     report = {"format": "saved_model", "path": path, "head": head,
               "signatures": sorted(loaded.signatures.keys()), **_facts(interface),
               "pooling": pooling, "verification": check}

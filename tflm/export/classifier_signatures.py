@@ -18,7 +18,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tflm.data.classification import layout_ids
-from tflm.data.encoding import pack_pair_tokens, pack_single, tokenize
+from tflm.data.encoding import pack_texts, tokenize
 from tflm.export.encoder_signatures import SentenceModule
 from tflm.export.signatures import clean_utf8
 from tflm.models.classifier import SequenceClassifier, SequenceRegressor, TokenClassifier
@@ -74,14 +74,11 @@ def head_outputs(module: ClassifierModule, features: dict) -> dict:
 
 def packed_texts(module: ClassifierModule, text: tf.Tensor, text_pair=None) -> dict:
     """``{token_ids, padding_mask, segment_ids}`` int32 (B, S) of texts (or pairs): the
-    fine-tuning layout (``pack_single`` / ``pack_pair_tokens``)."""
+    fine-tuning layout (``tflm.data.encoding.pack_texts``)."""
     cls_id, sep_id, pad_id = module.layout
     first = tokenize(module.tokenizer, clean_utf8(text))
-    if text_pair is None:
-        x = pack_single(first, module.seq_len, cls_id, sep_id, pad_id)
-        return {**x, "segment_ids": tf.zeros_like(x["token_ids"])}
-    second = tokenize(module.tokenizer, clean_utf8(text_pair))
-    return pack_pair_tokens(first, second, module.seq_len, cls_id, sep_id, pad_id)
+    second = None if text_pair is None else tokenize(module.tokenizer, clean_utf8(text_pair))
+    return pack_texts(first, second, module.seq_len, cls_id, sep_id, pad_id)
 
 
 def _text_function(module: ClassifierModule, body):

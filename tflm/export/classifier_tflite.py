@@ -34,7 +34,7 @@ def example_windows(interface, examples: list) -> tuple[dict, np.ndarray | None]
     from tflm.generation.classifier import TokenTagger
 
     if not isinstance(interface, TokenTagger):
-        return interface._features(examples), None
+        return interface.features(examples), None
     token_ids, mask, first = encode_words(interface.tokenizer, [t.split() for t in examples],
                                           interface.config.data.seq_len)
     windows = {"token_ids": token_ids, "padding_mask": mask}

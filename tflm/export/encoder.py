@@ -207,8 +207,8 @@ def verify_encoder_saved_model(path: str, model, tokenizer, texts: list[str],
              "fill_mask_scores_max_abs_diff": score_diff,
              **_encode_check(out, encoded.token_ids, encoded.hidden_states, encoded.pooled)}
     encoder = SentenceEncoder(model.backbone, tokenizer, pooling=pooling)
-    check.update(_embed_check(loaded, encoder, probes + probe_sentences(texts, 8)))
-    return _within(check, probe_texts=probes)
+    check.update(embed_check(loaded, encoder, probes + probe_sentences(texts, 8)))
+    return within_tolerance(check, probe_texts=probes)
 
 
 def verify_sentence_saved_model(path: str, backbone, tokenizer, texts: list[str],
@@ -233,8 +233,8 @@ def verify_sentence_saved_model(path: str, backbone, tokenizer, texts: list[str]
         hidden.append(np.asarray(direct["sequence_output"], np.float32)[0])
         pooled.append(np.asarray(direct["pooled_output"], np.float32)[0])
     check = _encode_check(out, sequences, hidden, np.stack(pooled))
-    check.update(_embed_check(loaded, encoder, probes))
-    return _within(check)
+    check.update(embed_check(loaded, encoder, probes))
+    return within_tolerance(check)
 
 
 def _encode_check(out: dict, sequences, hidden_states, pooled) -> dict:
@@ -248,14 +248,14 @@ def _encode_check(out: dict, sequences, hidden_states, pooled) -> dict:
             "encode_lengths_identical": out["lengths"].tolist() == lengths}
 
 
-def _embed_check(loaded, encoder: SentenceEncoder, texts: list[str]) -> dict:
+def embed_check(loaded, encoder: SentenceEncoder, texts: list[str]) -> dict:
     """``embed`` of the loaded SavedModel against ``encoder.embed`` on ``texts``."""
     served = loaded.signatures["embed"](text=tf.constant(texts))["embedding"].numpy()
     return {"embed_max_abs_diff": float(np.max(np.abs(served - encoder.embed(texts)))),
             "embed_pooling": encoder.pooling, "embed_texts": texts}
 
 
-def _within(check: dict, **extra) -> dict:
+def within_tolerance(check: dict, **extra) -> dict:
     """``check`` with ``within_1e-4`` (every ``*_max_abs_diff``) and ``extra`` added."""
     diffs = [v for k, v in check.items() if k.endswith("max_abs_diff")]
     return {**check, "within_1e-4": max(diffs) <= TOLERANCE, **extra}

@@ -37,12 +37,12 @@ class _FineTuned:
     def labels(self) -> list[str]:
         return list(getattr(self.model, "labels", ()))
 
-    def _features(self, texts) -> dict:
+    def features(self, texts) -> dict:
         """Packed inputs (N, seq_len) of texts (or (a, b) pairs), cut texts warned."""
         import tensorflow as tf
 
         from tflm.data.classification import layout_ids
-        from tflm.data.encoding import pack_pair_tokens, pack_single, special_count, tokenize
+        from tflm.data.encoding import pack_texts, special_count, tokenize
 
         if isinstance(texts, str) or not isinstance(texts, Sequence):
             raise GenerationError(f"pass a list of texts, got {type(texts).__name__}; wrap a "
@@ -63,23 +63,20 @@ class _FineTuned:
             first = tokenize(self.tokenizer, tf.constant([a for a, _ in texts]))
             second = tokenize(self.tokenizer, tf.constant([b for _, b in texts]))
             lengths = first.row_lengths() + second.row_lengths()
-            x = pack_pair_tokens(first, second, seq_len, cls_id, sep_id, pad_id)
         else:
-            tokens = tokenize(self.tokenizer, tf.constant(texts))
-            lengths = tokens.row_lengths()
-            x = pack_single(tokens, seq_len, cls_id, sep_id, pad_id)
-            x["segment_ids"] = tf.zeros_like(x["token_ids"])
+            first, second = tokenize(self.tokenizer, tf.constant(texts)), None
+            lengths = first.row_lengths()
         cut = int(np.sum(lengths.numpy() > budget))
         if cut:
             logging.warning("%d of %d texts are longer than %d tokens and were cut at the "
                             "end.", cut, len(texts), budget)
-        if not self.model.backbone.num_segments:
-            x.pop("segment_ids")
+        x = pack_texts(first, second, seq_len, cls_id, sep_id, pad_id,
+                       segments=self.model.backbone.num_segments > 0)
         return {k: v.numpy().astype("int32") for k, v in x.items()}
 
     def _outputs(self, texts) -> np.ndarray:
         """The task model's outputs for every text, in order."""
-        return self._run(self._features(texts))
+        return self._run(self.features(texts))
 
     def _run(self, features: dict) -> np.ndarray:
         """The task model's outputs for packed features (N, seq_len), in fixed batches."""
