@@ -97,17 +97,12 @@ def _quiet_tensorflow(verbose: bool) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if "tensorflow" in sys.modules:
         return
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
+    from tflm.quiet import stderr_to_devnull
+
+    with stderr_to_devnull():
         import tensorflow
 
         tensorflow.config.list_physical_devices("GPU")
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def _define_config_flag() -> None:
@@ -278,7 +273,7 @@ def _embed_flags() -> None:
     flags.DEFINE_string("output", None, "The .npy file to write: float32 (sentences, "
                         "hidden), L2-normalised, row i = the i-th non-blank line.")
     flags.DEFINE_integer("batch_size", 64, "Sentences per compiled call.")
-    flags.DEFINE_enum("pooling", None, ["first", "mean", "last"], "Pooling (default: the "
+    flags.DEFINE_enum("pooling", None, ["first", "mean", "last", "max"], "Pooling (default: the "
                       "model's config.model.backbone.pooling, 'auto' -> mean).")
     for name in ("model", "input", "output"):
         flags.mark_flag_as_required(name)

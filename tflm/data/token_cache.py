@@ -38,6 +38,7 @@ import numpy as np
 from absl import logging
 
 from tflm.errors import DataError
+from tflm.quiet import quiet, stderr_to_devnull
 
 FORMAT_VERSION = 2
 SHARD_FILE = "ids-{:05d}.bin"
@@ -322,7 +323,11 @@ def _encoded(chunks: Iterator[list[str]], tokenizer, workers: int):
     try:
         tokenizer.save(tokenizer_dir)
         context = multiprocessing.get_context("spawn")  # TF is not fork-safe
-        with context.Pool(workers, _start_worker, (tokenizer_dir,)) as pool:
+        # Workers import TensorFlow again: its C++ lines stay off a quiet terminal (their
+        # errors still reach this process as exceptions).
+        with stderr_to_devnull(quiet()):
+            pool = context.Pool(workers, _start_worker, (tokenizer_dir,))
+        with pool:
             pending = collections.deque()
             for chunk in itertools.chain([first, second], chunks):
                 pending.append(pool.apply_async(_encode_in_worker, (chunk,)))
