@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.generation.test_embedding import tiny_encoder_dir
+from tests.testing import tiny_encoder_dir
 from tflm.errors import DataError
 from tflm.generation.embedding import SentenceEncoder, read_sentences
 

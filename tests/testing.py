@@ -155,3 +155,38 @@ def loopback_workers(argv, log_dir, timeout_s: float, env=None, cwd=None, count:
         with open(os.path.join(log_dir, f"worker{index}.log")) as f:
             log = f.read()[-3000:]
         assert proc.returncode == 0, f"worker {index} failed:\n{log}"
+
+
+ENCODER_TEXTS = ["The quick brown fox jumps over the lazy dog.", "A function returns a value.",
+                 "Classes define methods and attributes.", "Return the number of items."] * 10
+
+
+def tiny_encoder_dir(path, objective="masked_lm", pooling="auto", seed=0, window=32) -> str:
+    """A model directory of a 1-layer, hidden-16 model with random weights (scaled up so
+    texts get distinct vectors): a BPE GPT (``causal_lm``), else a bidirectional
+    WordPiece model of ``objective`` (``masked_lm``: a BertPretrainer, ``electra``), with
+    ``config.model.backbone.pooling = pooling``."""
+    import numpy as np
+
+    from tflm.config import base_config, validate
+    from tflm.model_dir import build_model, save_model_dir
+    from tflm.text import train_tokenizer
+
+    config = base_config(objective)
+    if objective == "causal_lm":
+        tokenizer = train_tokenizer("bpe", ENCODER_TEXTS, 300)
+    else:
+        tokenizer = train_tokenizer("wordpiece", ENCODER_TEXTS, 120, lowercase=True)
+        config.model.backbone.update(causal=False, norm_first=False, activation="gelu",
+                                     num_segments=2)
+        config.data.update(tokenizer="wordpiece", lowercase=True)
+    config.model.backbone.update(vocabulary_size=tokenizer.vocabulary_size, num_layers=1,
+                                 hidden_dim=16, num_heads=2, intermediate_dim=32,
+                                 max_sequence_length=window, pooling=pooling)
+    config.data.seq_len = window
+    config = validate(config)
+    model = build_model(config)
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        variable.assign(rng.normal(0.0, 0.3, variable.shape).astype("float32"))
+    return save_model_dir(str(path), model, tokenizer, config)

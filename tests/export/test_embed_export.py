@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.generation.test_embedding import tiny_encoder_dir
+from tests.testing import tiny_encoder_dir
 from tflm.export import export_model
 from tflm.export.encoder import export_sentence_encoder
 from tflm.generation import SentenceEncoder

@@ -321,7 +321,9 @@ def _encoded(chunks: Iterator[list[str]], tokenizer, workers: int):
         return
     tokenizer_dir = tempfile.mkdtemp(prefix=TMP_PREFIX + "tokenizer-")
     try:
-        tokenizer.save(tokenizer_dir)
+        home = tokenizer.directory
+        tokenizer.save(tokenizer_dir)  # a copy for the workers, deleted below:
+        tokenizer.directory = home  # the tokenizer still lives where it was loaded
         context = multiprocessing.get_context("spawn")  # TF is not fork-safe
         # Workers import TensorFlow again: its C++ lines stay off a quiet terminal (their
         # errors still reach this process as exceptions).

@@ -8,46 +8,16 @@ import pytest
 from keras import ops
 
 import tflm
+from tests.testing import tiny_encoder_dir
 from tflm.errors import GenerationError
 from tflm.generation import SentenceEncoder
 from tflm.models import pool
 
 WINDOW = 32
-TEXTS = ["The quick brown fox jumps over the lazy dog.", "A function returns a value.",
-         "Classes define methods and attributes.", "Return the number of items."] * 10
 # Mixed lengths: several bucket lengths (8, 16, 32) and one text cut to the window.
 MIXED = ["a", "the quick brown fox jumps over the lazy dog " * 2, "a function returns",
          "classes define methods and attributes of objects", "",
          "the lazy dog " * 20, "return the value", "the fox"]
-
-
-def tiny_encoder_dir(path, objective="masked_lm", pooling="auto", seed=0) -> str:
-    """A model directory of a 1-layer, hidden-16 model with random weights (scaled up so
-    texts get distinct vectors): a BPE GPT (``causal_lm``), else a bidirectional
-    WordPiece model of ``objective`` (``masked_lm``: a BertPretrainer, ``electra``), with
-    ``config.model.backbone.pooling = pooling``."""
-    from tflm.config import base_config, validate
-    from tflm.model_dir import build_model, save_model_dir
-    from tflm.text import train_tokenizer
-
-    config = base_config(objective)
-    if objective == "causal_lm":
-        tokenizer = train_tokenizer("bpe", TEXTS, 300)
-    else:
-        tokenizer = train_tokenizer("wordpiece", TEXTS, 120, lowercase=True)
-        config.model.backbone.update(causal=False, norm_first=False, activation="gelu",
-                                     num_segments=2)
-        config.data.update(tokenizer="wordpiece", lowercase=True)
-    config.model.backbone.update(vocabulary_size=tokenizer.vocabulary_size, num_layers=1,
-                                 hidden_dim=16, num_heads=2, intermediate_dim=32,
-                                 max_sequence_length=WINDOW, pooling=pooling)
-    config.data.seq_len = WINDOW
-    config = validate(config)
-    model = build_model(config)
-    rng = np.random.default_rng(seed)
-    for variable in model.weights:
-        variable.assign(rng.normal(0.0, 0.3, variable.shape).astype("float32"))
-    return save_model_dir(str(path), model, tokenizer, config)
 
 
 @pytest.fixture(scope="module")
