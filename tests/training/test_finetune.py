@@ -243,6 +243,7 @@ def test_continued_pretraining_of_a_gpt_reuses_its_tokenizer(root):
         os.path.join(gpt, "tokenizer")).fingerprint
 
 
+@pytest.mark.slow  # the library path is covered above; this is the CLI wrapper's happy path
 def test_finetune_command_line(bert_dir, files, root):
     from tests.test_cli import run_cli
 
