@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import os
 
-import keras
 import numpy as np
-import tensorflow as tf
 from absl import logging
 
 from tflm.data.text_files import read_columns
 from tflm.errors import DataError
 from tflm.training.task_metrics import pearson, spearman
+from tflm.training.validation_scores import ScoresCallback
 
 
 def configure_pooling(config) -> dict:
@@ -68,7 +67,7 @@ def similarity_scores(encoder, first, second, gold) -> dict[str, float]:
     return {"spearman": spearman(cosine, gold), "pearson": pearson(cosine, gold)}
 
 
-class SimilarityScores(keras.callbacks.Callback):
+class SimilarityScores(ScoresCallback):
     """Adds ``val_spearman`` / ``val_pearson`` (see the module doc) to the logs of every
     epoch Keras validated (whose logs hold ``val_loss``), logs one absl line and, with
     ``log_dir``, writes TensorBoard scalars ``epoch_spearman`` / ``epoch_pearson`` in
@@ -83,14 +82,14 @@ class SimilarityScores(keras.callbacks.Callback):
             (``summary_fields``: ``initial_validation_spearman`` / ``_pearson``).
     """
 
+    label = "Similarity scores"
+
     def __init__(self, encoder, pairs, log_dir: str | None = None, initial: bool = True):
-        super().__init__()
+        super().__init__(log_dir)
         self.encoder = encoder
         self.pairs = pairs
-        self.log_dir = log_dir
         self.initial = initial
         self.initial_scores: dict[str, float] = {}
-        self._writer = None
 
     def evaluate(self) -> dict[str, float]:
         """The scores of the encoder's current weights."""
@@ -101,27 +100,8 @@ class SimilarityScores(keras.callbacks.Callback):
             self.initial_scores = self.evaluate()
             logging.info("Similarity scores at the start: %s", _format(self.initial_scores))
 
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is None or "val_loss" not in logs:
-            return
-        values = self.evaluate()
-        logs.update({f"val_{name}": value for name, value in values.items()})
-        step = int(self.model.optimizer.iterations)
-        logging.info("Similarity scores at step %d: %s", step, _format(values))
-        if self.log_dir is None:
-            return
-        if self._writer is None:
-            self._writer = tf.summary.create_file_writer(
-                os.path.join(self.log_dir, "validation"))
-        with self._writer.as_default(step=step):
-            for name, value in values.items():
-                tf.summary.scalar(f"epoch_{name}", value)
-        self._writer.flush()
-
-    def on_train_end(self, logs=None):
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+    def scores(self) -> dict[str, float]:
+        return self.evaluate()
 
     def summary_fields(self) -> dict[str, float]:
         return {f"initial_validation_{name}": value

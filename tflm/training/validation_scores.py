@@ -30,7 +30,48 @@ def _targets(dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray | None]:
     return np.concatenate(labels), np.concatenate(weights) if weights else None
 
 
-class ValidationScores(keras.callbacks.Callback):
+class ScoresCallback(keras.callbacks.Callback):
+    """Base class: after each epoch Keras validated (its logs hold ``val_loss``), adds
+    ``val_<name>`` for every entry of :meth:`scores` to the logs, logs one absl line and,
+    with ``log_dir``, writes the TensorBoard scalar ``epoch_<name>`` in
+    ``<log_dir>/validation`` at the optimizer's step."""
+
+    label = "Validation scores"
+
+    def __init__(self, log_dir: str | None = None):
+        super().__init__()
+        self.log_dir = log_dir
+        self._writer = None
+
+    def scores(self) -> dict[str, float]:
+        """The scores of the model as it is now (name -> value)."""
+        raise NotImplementedError
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or "val_loss" not in logs:
+            return
+        values = self.scores()
+        logs.update({f"val_{name}": value for name, value in values.items()})
+        step = int(self.model.optimizer.iterations)
+        logging.info("%s at step %d: %s", self.label, step,
+                     ", ".join(f"{name} {value:.4f}" for name, value in values.items()))
+        if self.log_dir is None:
+            return
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(
+                os.path.join(self.log_dir, "validation"))
+        with self._writer.as_default(step=step):
+            for name, value in values.items():
+                tf.summary.scalar(f"epoch_{name}", value)
+        self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+class ValidationScores(ScoresCallback):
     """Adds the task's scores to the logs of every validated epoch (see the module doc).
 
     Each score ``<name>`` becomes ``logs["val_<name>"]`` (only in epochs whose logs hold
@@ -60,14 +101,12 @@ class ValidationScores(keras.callbacks.Callback):
     def __init__(self, kind: str, eval_dataset: tf.data.Dataset,
                  num_classes: int | None = None, outside_id: int | None = None,
                  log_dir: str | None = None):
-        super().__init__()
+        super().__init__(log_dir)
         check_kind(kind, outside_id)
         self.kind = kind
         self.eval_dataset = eval_dataset
         self.num_classes = num_classes
         self.outside_id = outside_id
-        self.log_dir = log_dir
-        self._writer = None
 
     def evaluate(self, model: keras.Model) -> dict[str, float]:
         """The scores of ``model`` (its call returns the task's outputs) on the dataset.
@@ -86,25 +125,5 @@ class ValidationScores(keras.callbacks.Callback):
         return scores(self.kind, y_true, y_pred, weights=weights,
                       num_classes=self.num_classes, outside_id=self.outside_id)
 
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is None or "val_loss" not in logs:
-            return
-        values = self.evaluate(self.model)
-        logs.update({f"val_{name}": value for name, value in values.items()})
-        step = int(self.model.optimizer.iterations)
-        logging.info("Validation scores at step %d: %s", step,
-                     ", ".join(f"{name} {value:.4f}" for name, value in values.items()))
-        if self.log_dir is None:
-            return
-        if self._writer is None:
-            self._writer = tf.summary.create_file_writer(
-                os.path.join(self.log_dir, "validation"))
-        with self._writer.as_default(step=step):
-            for name, value in values.items():
-                tf.summary.scalar(f"epoch_{name}", value)
-        self._writer.flush()
-
-    def on_train_end(self, logs=None):
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+    def scores(self) -> dict[str, float]:
+        return self.evaluate(self.model)
