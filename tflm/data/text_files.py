@@ -31,10 +31,10 @@ def read_columns(path: str, columns: Sequence[str],
     lines: list[int] = []
     with open(path, encoding="utf-8", newline="") as f:
         if kind == "jsonl":
-            records = _json_records(f, path)
+            records = json_records(f, path)
         else:
             records = _table_records(f, path, kind, header)
-        for line, record in _utf8(records, path):
+        for line, record in utf8_checked(records, path):
             for column in columns:
                 if record.get(column) is None:
                     raise DataError(
@@ -48,8 +48,9 @@ def read_columns(path: str, columns: Sequence[str],
     return values, lines
 
 
-def _json_records(f, path):
-    """(line number, dict) of each non-blank line."""
+def json_records(f, path):
+    """(line number, dict) of each non-blank line of an open JSONL file; DataError names
+    the line of invalid JSON or a value that is not an object."""
     for number, text in enumerate(f, start=1):
         if not text.strip():
             continue
@@ -62,7 +63,7 @@ def _json_records(f, path):
         yield number, record
 
 
-def _utf8(records, path):
+def utf8_checked(records, path):
     """`records`, with a decoding error turned into a DataError naming the line."""
     line = 0
     try:

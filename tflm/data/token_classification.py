@@ -15,7 +15,6 @@ with `config.data.too_long="error"`.
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -24,7 +23,7 @@ from absl import logging
 
 from tflm.data import step_stream
 from tflm.data.classification import build_labels, layout_ids, split_file
-from tflm.data.text_files import _utf8
+from tflm.data.text_files import json_records, utf8_checked
 from tflm.errors import DataError
 
 CONLL_SUFFIXES = (".conll", ".txt", ".tsv", ".iob", ".bio")
@@ -42,10 +41,9 @@ def read_tagged(path: str, words_key: str = "tokens", tags_key: str = "tags"):
     suffix = os.path.splitext(path)[1].lower()
     with open(path, encoding="utf-8") as f:
         if suffix in (".jsonl", ".json"):
-            sentences, tags, lines = _read_jsonl(_utf8(enumerate(f, 1), path), path,
-                                                 words_key, tags_key)
+            sentences, tags, lines = _read_jsonl(f, path, words_key, tags_key)
         elif suffix in CONLL_SUFFIXES:
-            sentences, tags, lines = _read_conll(_utf8(enumerate(f, 1), path), path)
+            sentences, tags, lines = _read_conll(utf8_checked(enumerate(f, 1), path), path)
         else:
             raise DataError(f"{path}: unknown format; use a CoNLL file (.conll, .txt, .tsv: "
                             "word and tag per line) or .jsonl.")
@@ -76,15 +74,9 @@ def _read_conll(numbered, path):
     return sentences, tags, lines
 
 
-def _read_jsonl(numbered, path, words_key, tags_key):
+def _read_jsonl(f, path, words_key, tags_key):
     sentences, tags, lines = [], [], []
-    for number, text in numbered:
-        if not text.strip():
-            continue
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{number}: not valid JSON ({err.msg}); fix the line.") from err
+    for number, record in utf8_checked(json_records(f, path), path):
         missing = [k for k in (words_key, tags_key) if not isinstance(record.get(k), list)]
         if missing:
             raise DataError(f"{path}:{number}: no list under {missing[0]!r}; set "

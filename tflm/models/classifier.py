@@ -59,8 +59,25 @@ def _check_labels(labels, what: str) -> tuple:
     return labels
 
 
+class _LabelledHead(_Head):
+    """`_Head` with one logit per label, trained with sparse cross-entropy."""
+
+    def __init__(self, backbone, labels=(), dropout: float = 0.1, **kwargs):
+        self.labels = _check_labels(labels, type(self).__name__)
+        super().__init__(backbone, len(self.labels), dropout, **kwargs)
+
+    def default_loss(self):
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def default_metrics(self):
+        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+
+    def get_config(self):
+        return {**super().get_config(), "labels": list(self.labels)}
+
+
 @keras.saving.register_keras_serializable(package="tflm")
-class SequenceClassifier(_Head):
+class SequenceClassifier(_LabelledHead):
     """Text (or text pair) classification: the `classification` objective's task.
 
     Args:
@@ -76,25 +93,12 @@ class SequenceClassifier(_Head):
         (B, len(labels)) float32 logits. Training batches: `y` int (B,) class indices.
     """
 
-    def __init__(self, backbone, labels=(), dropout: float = 0.1, **kwargs):
-        self.labels = _check_labels(labels, "SequenceClassifier")
-        super().__init__(backbone, len(self.labels), dropout, **kwargs)
-
     def call(self, inputs, training=None):
         pooled = self.backbone(self._features(inputs), training=training)["pooled_output"]
         return ops.cast(self.head(self.head_dropout(pooled, training=training)), "float32")
 
     def compute_output_spec(self, inputs, training=None):
         return keras.KerasTensor((inputs["token_ids"].shape[0], len(self.labels)), "float32")
-
-    def default_loss(self):
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-    def default_metrics(self):
-        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-
-    def get_config(self):
-        return {**super().get_config(), "labels": list(self.labels)}
 
 
 @keras.saving.register_keras_serializable(package="tflm")
@@ -128,7 +132,7 @@ class SequenceRegressor(_Head):
 
 
 @keras.saving.register_keras_serializable(package="tflm")
-class TokenClassifier(_Head):
+class TokenClassifier(_LabelledHead):
     """Per-token labels (named entities, part of speech): the `token_classification`
     objective's task.
 
@@ -144,10 +148,6 @@ class TokenClassifier(_Head):
         `sample_weight` (B, T) 1 at each word's first piece.
     """
 
-    def __init__(self, backbone, labels=(), dropout: float = 0.1, **kwargs):
-        self.labels = _check_labels(labels, "TokenClassifier")
-        super().__init__(backbone, len(self.labels), dropout, **kwargs)
-
     def call(self, inputs, training=None):
         hidden = self.backbone(self._features(inputs), training=training)["sequence_output"]
         return ops.cast(self.head(self.head_dropout(hidden, training=training)), "float32")
@@ -155,12 +155,3 @@ class TokenClassifier(_Head):
     def compute_output_spec(self, inputs, training=None):
         batch, seq = inputs["token_ids"].shape
         return keras.KerasTensor((batch, seq, len(self.labels)), "float32")
-
-    def default_loss(self):
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-    def default_metrics(self):
-        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-
-    def get_config(self):
-        return {**super().get_config(), "labels": list(self.labels)}
