@@ -10,6 +10,7 @@ import os
 import keras
 import keras_hub
 import numpy as np
+import tensorflow as tf
 import pytest
 
 import tflm
@@ -164,10 +165,19 @@ def test_sentence_transformers_pooling(root, mode, normalize):
         pooled = hidden[:, 0]
     else:
         pooled = np.where(mask[..., None] > 0, hidden, -1e9).max(1)
-    expected = pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
-    # tflm.load(...).embed L2-normalises; without a Normalize module the report says so.
+    # The model's own vectors: L2-normalised only when it has a Normalize module.
+    expected = pooled / np.linalg.norm(pooled, axis=1, keepdims=True) if normalize else pooled
     np.testing.assert_allclose(encoder.embed(texts), expected, atol=TOLERANCE)
     assert any("normalise" in note for note in report["notes"]) is not normalize
+    if not normalize:  # the exported embed keeps the lengths too, checked on export
+        from tflm.export import export_model
+
+        served = export_model(os.path.join(root, f"st_{mode}_out"),
+                              os.path.join(root, f"st_{mode}_serving"))
+        assert served["verification"]["within_1e-4"]
+        loaded = tf.saved_model.load(served["path"])
+        vectors = loaded.signatures["embed"](text=tf.constant(texts))["embedding"].numpy()
+        np.testing.assert_allclose(vectors, expected, atol=1e-4)
 
 
 def test_finetune_from_an_imported_bert(pretraining, root):

@@ -154,6 +154,8 @@ def import_hf(path: str, out: str, tokenizer: str | None = None) -> dict:
     if sentence and sentence.get("do_lower_case") and not tok.options.get("lowercase"):
         raise CheckpointError(f"{path}: sentence_bert_config.json lower-cases texts before a "
                               "cased tokenizer, which tflm's tokenizers do not do.")
+    if sentence and plan.objective == "simcse":  # the sentence vectors' lengths as trained
+        plan.head["normalize"] = bool(sentence["normalize"])
     config = _tflm_config(plan, tok.kind, out)
     model = build_model(config)
     ports = architectures.ports(plan, model, checkpoint)
@@ -162,9 +164,12 @@ def import_hf(path: str, out: str, tokenizer: str | None = None) -> dict:
     parameters = _load(ports, checkpoint, plan, model)
     save_model_dir(out, model, tok, config)
     if sentence and not sentence["normalize"]:
-        plan.notes.append("the sentence-transformers model does not normalise its "
-                          "embeddings; tflm.load(...).embed L2-normalises (the same "
-                          "directions, unit length)")
+        plan.notes.append(
+            "the sentence-transformers model does not normalise its embeddings: "
+            "tflm.load(...).embed keeps their lengths (config.model.normalize=False)"
+            if plan.objective == "simcse" else
+            "the sentence-transformers model does not normalise its embeddings; this "
+            f"{plan.objective} model's embed L2-normalises them (the same directions)")
     report = {
         "source": path,
         "out": out,

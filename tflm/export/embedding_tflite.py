@@ -166,6 +166,7 @@ def export_embedding_tflite(
     calibration_texts: list[str] | None = None,
     eval_texts: list[str] | None = None,
     representative_samples: int = 64,
+    normalize: bool = True,
 ) -> dict:
     """Writes a float32 ``embed``-only TFLite model of ``backbone`` plus each ``quantize``
     variant, verifies them against ``SentenceEncoder.embed`` on ``probe_sentences`` of
@@ -180,6 +181,7 @@ def export_embedding_tflite(
         calibration_texts: training-corpus texts for the int8 representative dataset.
         eval_texts: held-out texts for the comparison with Keras.
         representative_samples: calibration sentences for int8.
+        normalize: ``embed`` L2-normalises its vectors.
 
     Raises:
         ExportError: conversion fails, a Flex op appears, or float32 does not match Keras.
@@ -187,7 +189,7 @@ def export_embedding_tflite(
     variants = check_variants(quantize)
     eval_texts = held_out_texts(eval_texts, calibration_texts)
     window = int(backbone.max_sequence_length)
-    encoder = SentenceEncoder(backbone, tokenizer, pooling=pooling)
+    encoder = SentenceEncoder(backbone, tokenizer, pooling=pooling, normalize=normalize)
     representative = None
     if "int8" in variants:
         representative = window_representative(sentence_windows(encoder, probe_sentences(
@@ -196,7 +198,7 @@ def export_embedding_tflite(
     def save(path):
         module = ModelModule(backbone)
         return save_frozen({"embed": encoder_signatures.embed_ids_signature(
-            module, encoder.pooling, 1, window)}, path)
+            module, encoder.pooling, 1, window, encoder.normalize)}, path)
 
     files, ops, tokenizer_dir = write_tflite(out, tokenizer, variants, EMBED_KEYS,
                                              representative, save)

@@ -39,7 +39,7 @@ from tflm.export.encoder_tflite import (
     probe_sentences,
 )
 from tflm.export.saved_model import save_serving, version_path
-from tflm.generation.embedding import SentenceEncoder, sentence_pooling
+from tflm.generation.embedding import SentenceEncoder, sentence_normalize, sentence_pooling
 
 TOLERANCE = 1e-4  # float32 export vs Keras: probabilities, hidden states, logits, vectors
 VERIFY_TOP_K = 5
@@ -99,16 +99,19 @@ def export_sentence_encoder(model, tokenizer, config, out: str, format: str = "s
     """
     train_texts, held_out = verification_texts(config, quantize)
     pooling = sentence_pooling(config.model.backbone.pooling)
+    normalize = sentence_normalize(config)
     os.makedirs(out, exist_ok=True)
     if format == "tflite":
         return export_embedding_tflite(
             model.backbone, tokenizer, out, pooling=pooling, quantize=(quantize,),
             calibration_texts=train_texts, eval_texts=held_out,
-            representative_samples=int(config.export.representative_samples))
+            representative_samples=int(config.export.representative_samples),
+            normalize=normalize)
     path = version_path(out, config.export.name, config.export.version)
-    save_serving(SentenceModule(model.backbone, tokenizer, pooling), path,
+    save_serving(SentenceModule(model.backbone, tokenizer, pooling, normalize), path,
                  sentence_signatures_of)
-    check = verify_sentence_saved_model(path, model.backbone, tokenizer, held_out, pooling)
+    check = verify_sentence_saved_model(path, model.backbone, tokenizer, held_out, pooling,
+                                        normalize)
     return _saved_model_report(out, path, pooling, SENTENCE_SIGNATURES, check,
                                check["encode_lengths_identical"] and check["within_1e-4"])
 
@@ -212,7 +215,7 @@ def verify_encoder_saved_model(path: str, model, tokenizer, texts: list[str],
 
 
 def verify_sentence_saved_model(path: str, backbone, tokenizer, texts: list[str],
-                                pooling: str | None = None) -> dict:
+                                pooling: str | None = None, normalize: bool = True) -> dict:
     """Loads the SavedModel at ``path`` and compares ``embed`` with
     ``SentenceEncoder.embed`` (``pooling``) and ``encode`` with the backbone called on the
     same ids, on sentences of ``texts`` and one whole text (cut to the window).
@@ -221,7 +224,7 @@ def verify_sentence_saved_model(path: str, backbone, tokenizer, texts: list[str]
     ``encode_lengths_identical``, ``embed_max_abs_diff``, ``within_1e-4`` and the
     ``embed_texts``.
     """
-    encoder = SentenceEncoder(backbone, tokenizer, pooling=pooling)
+    encoder = SentenceEncoder(backbone, tokenizer, pooling=pooling, normalize=normalize)
     probes = probe_sentences(texts, 16) + list(texts[:1])
     loaded = tf.saved_model.load(path)
     out = {k: v.numpy() for k, v in loaded.signatures["encode"](

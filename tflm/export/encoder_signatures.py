@@ -42,10 +42,12 @@ class SentenceModule(ServingModule):
             (only the backbone is used and saved unless a signature needs more).
         tokenizer: its ``tflm.text`` tokenizer.
         pooling: ``embed``'s pooling; None = ``sentence_pooling`` of the backbone's.
+        normalize: ``embed`` L2-normalises (``sentence_normalize`` of the model's config).
     """
 
-    def __init__(self, model, tokenizer, pooling: str | None = None):
+    def __init__(self, model, tokenizer, pooling: str | None = None, normalize: bool = True):
         super().__init__(model, tokenizer)
+        self.normalize = bool(normalize)
         self.text_tokenizer = tokenizer  # for tokenize_with_masks (its layer is tracked)
         framed = tokenizer.cls_id is not None and tokenizer.sep_id is not None
         self.cls_id = int(tokenizer.cls_id) if framed else None
@@ -124,10 +126,11 @@ def _backbone(module, token_ids, padding_mask, segment_ids=None):
             tf.cast(out["pooled_output"], tf.float32))
 
 
-def _embedding(module, token_ids, padding_mask, pooling: str):
-    """(B, H) float32 L2-normalised sentence vectors (``sentence_embedding``)."""
+def _embedding(module, token_ids, padding_mask, pooling: str, normalize: bool = True):
+    """(B, H) float32 sentence vectors, L2-normalised with ``normalize``
+    (``sentence_embedding``)."""
     out = backbone_of(module.model)({"token_ids": token_ids, "padding_mask": padding_mask})
-    return sentence_embedding(out["sequence_output"], padding_mask, pooling)
+    return sentence_embedding(out["sequence_output"], padding_mask, pooling, normalize)
 
 
 def fill_mask_signature(module):
@@ -197,7 +200,8 @@ def embed_signature(module):
     """``embed``: {text string (B,)} -> {embedding float32 (B, H)}: one L2-normalised
     vector per text, pooled with ``module.pooling``, texts tokenized plainly and laid out
     as ``laid_out`` (``tflm.generation.embedding.SentenceEncoder.embed``)."""
-    compiled = tf.function(lambda ids, mask: _embedding(module, ids, mask, module.pooling),
+    compiled = tf.function(lambda ids, mask: _embedding(module, ids, mask, module.pooling,
+                                                       module.normalize),
                            jit_compile=True, reduce_retracing=True)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
@@ -244,12 +248,12 @@ def mlm_signature(module, predictions, batch=None, length=None):
     return mlm
 
 
-def embed_ids_signature(module, pooling: str, batch=None, length=None):
+def embed_ids_signature(module, pooling: str, batch=None, length=None, normalize=True):
     """``embed`` on ids (TFLite: ``batch=1, length=S``): {token_ids, padding_mask int32
     (B, T)} -> {embedding float32 (B, H)}, the ``sentence_embedding`` of ``pooling``."""
 
     @tf.function(input_signature=_id_specs(batch, length, ("token_ids", "padding_mask")))
     def embed(token_ids, padding_mask):
-        return {"embedding": _embedding(module, token_ids, padding_mask, pooling)}
+        return {"embedding": _embedding(module, token_ids, padding_mask, pooling, normalize)}
 
     return embed

@@ -53,6 +53,17 @@ def sentence_pooling(configured: str, pooling: str | None = None) -> str:
     return pooling
 
 
+def sentence_normalize(config=None, normalize: bool | None = None) -> bool:
+    """The one normalisation rule: an explicit `normalize`, else the model's
+    `config.model.normalize` (a task that has it: an imported sentence-transformers model
+    without a Normalize module keeps its vectors' lengths), else True."""
+    if normalize is not None:
+        return bool(normalize)
+    if config is not None and "normalize" in config.model:
+        return bool(config.model.normalize)
+    return True
+
+
 def sentence_embedding(sequence_output, padding_mask, pooling: str, normalize: bool = True):
     """One float32 vector per sequence: `pool(sequence_output, padding_mask, pooling)`,
     L2-normalised when `normalize` (keras.ops, so it runs in the compiled functions of
@@ -95,20 +106,22 @@ class SentenceEncoder:
             default pooling (else the backbone's own `pooling`).
         pooling: "first" | "mean" | "max" | "last", or None for the rule of
             `sentence_pooling`.
-        normalize: L2-normalise the vectors (cosine = dot product).
+        normalize: L2-normalise the vectors (cosine = dot product); None = the rule of
+            `sentence_normalize` (`config.model.normalize` where the task has it, else
+            True).
 
     Raises:
         GenerationError: an unknown `pooling`.
     """
 
     def __init__(self, backbone: keras.Model, tokenizer, config=None,
-                 pooling: str | None = None, normalize: bool = True):
+                 pooling: str | None = None, normalize: bool | None = None):
         configured = backbone.pooling if config is None else config.model.backbone.pooling
         self.backbone = backbone
         self.tokenizer = tokenizer
         self.config = config
         self.pooling = sentence_pooling(configured, pooling)
-        self.normalize = normalize
+        self.normalize = sentence_normalize(config, normalize)
         self._functions: dict[int, object] = {}
 
     @classmethod
@@ -289,7 +302,7 @@ def embed_file(model_dir: str, input: str, output: str, batch_size: int = 64,
     os.replace(f.name, output)  # a complete file or none
     return {"input": input, "output": output, "sentences": len(sentences),
             "blank_lines_skipped": blank, "shape": list(vectors.shape),
-            "dtype": "float32", "pooling": encoder.pooling, "normalized": True,
+            "dtype": "float32", "pooling": encoder.pooling, "normalized": encoder.normalize,
             "seconds": round(seconds, 3),
             "sentences_per_second": round(len(sentences) / max(seconds, 1e-9), 1)}
 

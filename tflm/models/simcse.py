@@ -105,6 +105,10 @@ class SimCSE(BackboneTask):
         temperature: of the InfoNCE loss (`default_loss`), > 0.
         projection: add SimCSE's projection MLP (Dense + tanh) on the pooled vector while
             training; the embeddings used afterwards are the pooled vectors without it.
+        normalize: the embeddings used afterwards (`tflm.load(dir).embed`, the exported
+            `embed`) are L2-normalised; False keeps their lengths (an imported
+            sentence-transformers model without a Normalize module). Training is cosine
+            based either way.
 
     Call args:
         inputs: `{"anchor": v, "positive": v[, "negative": v]}`, each view `v =
@@ -123,13 +127,14 @@ class SimCSE(BackboneTask):
     perplexity_from_loss = False
 
     def __init__(self, backbone, temperature: float = 0.05, projection: bool = True,
-                 **kwargs):
+                 normalize: bool = True, **kwargs):
         super().__init__(**kwargs)
         if not temperature > 0:
             raise ConfigError(f"config.model.temperature must be > 0, got {temperature}.")
         self.backbone = build_backbone(backbone, dtype=self.dtype_policy)
         self.temperature = float(temperature)
         self.projection = bool(projection)
+        self.normalize = bool(normalize)
         self.projection_head = None
         if self.projection:
             hidden = self.backbone.hidden_dim
@@ -182,4 +187,4 @@ class SimCSE(BackboneTask):
 
     def get_config(self):
         return {**super().get_config(), "temperature": self.temperature,
-                "projection": self.projection}
+                "projection": self.projection, "normalize": self.normalize}
