@@ -10,8 +10,8 @@ import os
 import keras
 import keras_hub
 import numpy as np
-import tensorflow as tf
 import pytest
+import tensorflow as tf
 
 import tflm
 from tests.convert import hf_dirs
