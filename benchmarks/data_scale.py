@@ -24,6 +24,7 @@ import tempfile
 import time
 
 import numpy as np
+from train_throughput import cpu_description  # benchmarks/ is on sys.path
 
 FILE_MB = 64
 
@@ -139,6 +140,8 @@ def main() -> None:
                               "baseline": round(baseline, 1), "tflm": round(row[key], 1),
                               "unit": unit, "ratio": round(row[key] / baseline, 2),
                               "target": target}))
+    print(f"\nCPU: {cpu_description()}; {os.cpu_count()} cores for the cache build. "
+          "Precision: not applicable (int32 token ids, no model arithmetic).")
     print(f"\n{'corpus MB':>10}{'tokens':>12}{'build s':>9}{'MB/s':>7}{'build RSS':>10}"
           f"{'causal tok/s':>14}{'RSS':>7}{'MLM tok/s':>11}{'RSS':>7}")
     for r in rows:

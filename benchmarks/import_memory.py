@@ -30,6 +30,7 @@ import tempfile
 import time
 
 import numpy as np
+from train_throughput import cpu_description  # benchmarks/ is on sys.path
 
 SHAPE = {"vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12,
          "num_attention_heads": 12, "intermediate_size": 3072, "max_position_embeddings": 512,
@@ -161,6 +162,8 @@ def main() -> None:
     ]
     for row in rows:
         print(json.dumps(row), flush=True)
+    print(f"\nCPU: {cpu_description()}. Precision: the weights are imported as float32 "
+          "(no model arithmetic is timed).")
     print(f"\n{runs[0]['parameters'] / 1e6:.1f}M parameters, checkpoint "
           f"{size / mib:.0f} MiB ({args.dtype}); {len(runs)} imports in fresh processes "
           "(medians).")
