@@ -157,6 +157,9 @@ def train_section() -> ml_collections.ConfigDict:
             "clip_norm": 1.0,
             "precision": "auto",
             "jit_compile": "auto",
+            # Tokens per chunk of a causal LM's fused LM head + cross-entropy (no full
+            # logits in the training step: tflm.models.lm_head_loss); 0 = unfused.
+            "fused_head_chunk": 256,
             "seed": 0,
             "eval_every": 200,
             # Validation batches per evaluation; 0 = the whole validation split.
@@ -324,6 +327,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise ConfigError(f"config.train.eval_steps must be >= 0 (0 = all), got {t.eval_steps}.")
     if not 0.0 < t.layer_decay <= 1.0:
         raise ConfigError(f"config.train.layer_decay must be in (0, 1], got {t.layer_decay}.")
+    if t.fused_head_chunk < 0:
+        raise ConfigError("config.train.fused_head_chunk must be >= 0 (0 = off), got "
+                          f"{t.fused_head_chunk}.")
     if t.freeze_backbone_steps < 0:
         raise ConfigError("config.train.freeze_backbone_steps must be >= 0, got "
                           f"{t.freeze_backbone_steps}.")

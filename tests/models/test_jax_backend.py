@@ -1,5 +1,5 @@
-"""The models run on JAX too: forward pass, jitted KV-cache decoding and the loss's
-gradient, in a subprocess."""
+"""The models run on JAX too: forward pass, jitted KV-cache decoding, the loss's
+gradient and the fused LM head's loss and gradients, in a subprocess."""
 
 import importlib.util
 import os
@@ -50,6 +50,25 @@ SCRIPT = textwrap.dedent(
     logits = full[:, :-1] * 3.0
     error = np.abs(jax.jit(jax.grad(ours))(logits) - jax.grad(keras_ce)(logits)).max()
     assert error < 1e-6, error
+
+    # The fused, chunked LM head + loss: the plain loss's value and gradients under
+    # jax.grad (hidden states and the table), 10 tokens in chunks of 4 (one padded).
+    from tflm.models.lm_head_loss import lm_head_cross_entropy
+    rng = np.random.default_rng(1)
+    hidden = rng.standard_normal((2, 5, 16)).astype("float32")
+    table = rng.standard_normal((30, 16)).astype("float32") * 0.3
+    labels = rng.integers(0, 30, size=(2, 5)).astype("int32")
+    weights = (rng.random((2, 5)) > 0.3).astype("float32")
+    def plain(hidden, table):
+        ce = token_cross_entropy(labels, hidden @ table.T)
+        return (ce * weights).sum() / weights.sum()
+    def fused(hidden, table):
+        return lm_head_cross_entropy(hidden, table, labels, weights, chunk_size=4)[0]
+    assert abs(float(jax.jit(fused)(hidden, table)) - float(plain(hidden, table))) < 1e-6
+    ours = jax.jit(jax.grad(fused, argnums=(0, 1)))(hidden, table)
+    want = jax.grad(plain, argnums=(0, 1))(hidden, table)
+    for a, b in zip(ours, want):
+        assert np.abs(np.asarray(a) - np.asarray(b)).max() < 1e-6
     print("JAX_OK")
     """
 )

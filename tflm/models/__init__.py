@@ -5,8 +5,9 @@ from tflm.models.bert import BertPretrainer
 from tflm.models.electra import ElectraPretrainer
 from tflm.models.flops import flops_per_token
 from tflm.models.gpt import GPT
+from tflm.models.lm_head_loss import lm_head_cross_entropy
 from tflm.models.losses import TokenCrossEntropy, token_cross_entropy
-from tflm.models.metrics import Perplexity
+from tflm.models.metrics import Perplexity, TokenAccuracy
 from tflm.models.simcse import SimCSE
 from tflm.models.tasks import (
     Objective,
@@ -23,10 +24,12 @@ __all__ = [
     "Objective",
     "Perplexity",
     "SimCSE",
+    "TokenAccuracy",
     "TokenCrossEntropy",
     "TransformerBackbone",
     "flops_per_token",
     "get_objective",
+    "lm_head_cross_entropy",
     "objective_names",
     "pool",
     "register_objective",

@@ -6,8 +6,9 @@ from keras import ops
 from tflm.errors import ConfigError
 from tflm.models.backbone import BackboneTask, build_backbone
 from tflm.models.flops import flops_per_token
+from tflm.models.lm_head_loss import lm_head_cross_entropy
 from tflm.models.losses import TokenCrossEntropy
-from tflm.models.metrics import Perplexity
+from tflm.models.metrics import Perplexity, TokenAccuracy
 
 
 @keras.saving.register_keras_serializable(package="tflm")
@@ -74,6 +75,25 @@ class GPT(BackboneTask):
             return self.backbone.embedding(hidden, reverse=True)
         return ops.cast(self.lm_head(hidden), "float32")
 
+    def fused_loss(self, x, y, sample_weight=None, chunk_size: int = 256, training=None):
+        """`(loss, correct)` of a batch through the fused, chunked LM head and loss.
+
+        The same loss as `default_loss()` on `self(x)` (its weighted mean) and its exact
+        gradients, without the (B, T, V) logits (`tflm.models.lm_head_loss`); `correct`
+        (B, T) are the flags `TokenAccuracy` takes. `TrainingModel` trains with this when
+        `config.train.fused_head_chunk` > 0.
+        """
+        hidden = self.backbone(x, training=training)["sequence_output"]  # (B, T, hidden)
+        if self.lm_head is None:
+            embedding = self.backbone.embedding
+            table = ops.cast(embedding.token_embeddings, embedding.compute_dtype)  # (V, h)
+        else:
+            table = ops.transpose(ops.cast(self.lm_head.kernel, self.lm_head.compute_dtype))
+        return lm_head_cross_entropy(
+            ops.cast(hidden, table.dtype), table, y, sample_weight, chunk_size=chunk_size,
+            with_gradient=bool(training),
+        )
+
     def init_cache(self, batch: int, length: int):
         """Zeros (batch, num_layers, 2, length, num_heads, head_dim); see the backbone."""
         return self.backbone.init_cache(batch, length)
@@ -105,10 +125,7 @@ class GPT(BackboneTask):
     @staticmethod
     def default_metrics():
         """`weighted_metrics` to compile with: next-token accuracy and perplexity."""
-        return [
-            keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-            Perplexity(name="perplexity"),
-        ]
+        return [TokenAccuracy(name="accuracy"), Perplexity(name="perplexity")]
 
     def get_config(self):
         config = super().get_config()

@@ -57,3 +57,28 @@ class Perplexity(keras.metrics.Metric):
         config = super().get_config()
         config.update({"from_logits": self.from_logits})
         return config
+
+
+@keras.saving.register_keras_serializable(package="tflm")
+class TokenAccuracy(keras.metrics.Mean):
+    """Next-token accuracy, the mean weighted by `sample_weight` (padding, weight 0, never
+    counts): `SparseCategoricalAccuracy` that also takes a fused head's flags.
+
+    Update args:
+        y_true: (B, T) int labels.
+        y_pred: (B, T, V) logits (correct where the argmax is the label), or (B, T) 1/0
+            flags of "the label's logit is the largest" from a fused LM head and loss
+            (`tflm.models.lm_head_loss`; the same except on exact ties).
+        sample_weight: (B, T) weights; default all ones.
+    """
+
+    def __init__(self, name: str = "accuracy", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        if len(y_pred.shape) == len(y_true.shape) + 1:
+            predicted = ops.cast(ops.argmax(y_pred, axis=-1), "int32")
+            correct = ops.cast(ops.equal(ops.cast(y_true, "int32"), predicted), "float32")
+        else:
+            correct = ops.cast(y_pred, "float32")
+        return super().update_state(correct, sample_weight=sample_weight)

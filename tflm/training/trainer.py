@@ -212,7 +212,8 @@ def compile_training_model(config, strategy) -> tuple[keras.Model, keras.Model]:
     (``resolve_precision``); ``benchmarks/train_throughput.py`` times exactly this.
     """
     task = build_model(config, backbone=initial_backbone(config))
-    model = multi_worker.apply_workarounds(TrainingModel(task), strategy)
+    model = multi_worker.apply_workarounds(
+        TrainingModel(task, fused_chunk=config.train.fused_head_chunk), strategy)
     model.compile(optimizer=make_optimizer(config.train, task), loss=task.default_loss(),
                   weighted_metrics=task.default_metrics(),
                   jit_compile=resolve_jit_compile(config.train, strategy))

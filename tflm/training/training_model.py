@@ -11,6 +11,13 @@ weighted-mean token cross-entropy, so ``exp`` of its token-weighted running mean
 perplexity, exactly. Keras would compute it as a metric from the (B, T, V) logits, a
 second cross-entropy pass that costs ~15% of a float32 CPU train step without XLA.
 
+A task with a ``fused_loss(x, y, sample_weight, chunk_size, training)`` method (``GPT``:
+its LM head and cross-entropy computed chunk by chunk, ``tflm.models.lm_head_loss``)
+is trained and evaluated through it when ``fused_chunk`` > 0: it returns the compiled
+loss's value without materializing the logits, and the ``y_pred`` its default metrics
+take (``TokenAccuracy``'s flags). Keras' ``compute_loss`` is then not called; the loss is
+scaled for the replicas and the model's added losses are summed as it would.
+
 A compiled loss or metric with a ``gather`` attribute (a contrastive loss: its in-batch
 negatives) gets ``tflm.training.replicas.gather``, so its batch is the global batch
 under any strategy, with exact gradients (see that module).
@@ -54,12 +61,16 @@ class TrainingModel(keras.Model):
         task: the built task model (e.g. ``GPT``), created under the strategy's scope.
         perplexity_from_loss: log the perplexity derived from the loss (see above);
             None = the task's ``perplexity_from_loss`` attribute.
+        fused_chunk: tokens per chunk of the task's ``fused_loss`` (0, or a task
+            without one: the compiled loss on the task's outputs). Use it only with the
+            task's ``default_loss`` and ``default_metrics``, whose values it computes.
     """
 
     def __init__(self, task: keras.Model, perplexity_from_loss: bool | None = None,
-                 **kwargs):
+                 fused_chunk: int = 0, **kwargs):
         super().__init__(name=f"{task.name}_training", **kwargs)
         self.task = task
+        self.fused_chunk = int(fused_chunk) if hasattr(task, "fused_loss") else 0
         if perplexity_from_loss is None:
             perplexity_from_loss = getattr(task, "perplexity_from_loss", False)
         self.perplexity = Perplexity(name="perplexity") if perplexity_from_loss else None
@@ -97,14 +108,27 @@ class TrainingModel(keras.Model):
     def compute_output_spec(self, inputs, training=None):
         return self.task.compute_output_spec(inputs, training=training)
 
+    def _loss(self, x, y, sample_weight, training):
+        """``(loss divided by the replicas in sync, y_pred for the metrics)``."""
+        if not self.fused_chunk:
+            y_pred = self(x, training=training)
+            loss = self.compute_loss(
+                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
+            )
+            return loss, y_pred
+        loss, y_pred = self.task.fused_loss(
+            x, y, sample_weight, chunk_size=self.fused_chunk, training=training
+        )
+        loss = loss / tf.distribute.get_strategy().num_replicas_in_sync
+        if self.losses:  # as compute_loss: the model's added losses
+            loss = loss + tf.add_n([tf.cast(extra, loss.dtype) for extra in self.losses])
+        return loss, y_pred
+
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
-            y_pred = self(x, training=True)
             # Divided by the replicas in sync: replicas' gradients are summed.
-            loss = self.compute_loss(
-                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
-            )
+            loss, y_pred = self._loss(x, y, sample_weight, training=True)
             scaled_loss = self.optimizer.scale_loss(loss)
         variables = self.trainable_variables
         gradients = tape.gradient(scaled_loss, variables)
@@ -119,10 +143,7 @@ class TrainingModel(keras.Model):
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        y_pred = self(x, training=False)
-        loss = self.compute_loss(
-            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=False
-        )
+        loss, y_pred = self._loss(x, y, sample_weight, training=False)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         return self._update_metrics(x, y, y_pred, sample_weight, loss * replicas)
 
