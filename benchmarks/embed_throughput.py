@@ -44,7 +44,7 @@ import keras_hub
 import numpy as np
 import tensorflow as tf
 from absl import logging
-from train_throughput import cpu_description  # benchmarks/ is on sys.path
+from train_throughput import cpu_description, cpu_flags  # benchmarks/ is on sys.path
 
 from tflm.config import load_config
 from tflm.data.builtin import builtin_documents
@@ -55,18 +55,6 @@ from tflm.text import load_tokenizer, train_tokenizer
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "bert_mini.py")
 TARGET = 1.5
-CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-
-
-def cpu_flags() -> str:
-    """The matmul-relevant flags of /proc/cpuinfo this CPU has."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f
-                          if line.startswith("flags")), [])
-    except OSError:
-        flags = []
-    return " ".join(flag for flag in CPU_FLAGS if flag in flags) or "none of " + str(CPU_FLAGS)
 
 
 def corpus_sentences(count: int, seed: int = 0) -> list[str]:

@@ -16,11 +16,13 @@ with ``keras.optimizers.AdamW`` (same learning rate) and ``jit_compile=True`` (K
 ``gpt``: ``configs/gpt_mini.py`` against ``GPT2CausalLM(GPT2Backbone(...),
 preprocessor=None)`` in float32 (vocab 8192, 4 layers, d 256, 4 heads, FFN 1024, seq 128,
 batch 16, no dropout; x = {token_ids, padding_mask}, y, sample_weight). Extra row
-``tflm_float32``: tflm forced to float32 (XLA by ``auto``). Where tflm's precision is
-bf16, the issue allows it only if validation loss after the same steps stays within 2%
-of float32: ``--quality_steps`` (default 300, the demo's length; 0 skips it) trains
-``configs/gpt_mini.py`` on the built-in corpus with ``tflm train`` twice, default
-precision and float32, and prints the ratio of the two final validation losses.
+``tflm_float32``: tflm forced to float32 (XLA by ``auto``); ``tflm_unfused``: tflm
+without the fused LM head + loss (``train.fused_head_chunk=0``: full logits, Keras'
+compiled loss). The fast paths must not change what is learned: ``--quality_steps``
+(default 300, the demo's length; 0 skips it) trains ``configs/gpt_mini.py`` on the
+built-in corpus with ``tflm train`` twice, as configured and as the plain reference
+(float32, unfused), and prints the ratio of the two final validation losses (target:
+within 1%, 2% where tflm trains in bf16).
 
 ``masked_lm``: ``configs/bert_mini.py`` (post-LN BERT, vocab 8192, 4 layers, d 256,
 4 heads, FFN 1024, seq 128, 2 segments, dropout 0.1, batch 32) against
@@ -69,6 +71,7 @@ CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 CONFIG = os.path.join(CONFIGS, "gpt_mini.py")
 TARGET_MEMORY = 1.0
 TARGET_BF16_LOSS = 1.02
+TARGET_LOSS = 1.01  # float32, fused head against unfused: the same arithmetic, reordered
 MASK_ID = 1  # the synthetic [MASK]: any id costs the same
 
 
@@ -175,9 +178,11 @@ class Case:
 
 CASES = {
     "gpt": Case(
-        config=CONFIG, variants=("keras_hub", "tflm", "tflm_float32"),
-        compared=("tflm", "tflm_float32"), rss=("keras_hub", "tflm"), target_speed=1.25,
-        overrides={"tflm_float32": {"train.precision": "float32"}},
+        config=CONFIG, variants=("keras_hub", "tflm", "tflm_float32", "tflm_unfused"),
+        compared=("tflm", "tflm_float32", "tflm_unfused"), rss=("keras_hub", "tflm"),
+        target_speed=1.25,
+        overrides={"tflm_float32": {"train.precision": "float32"},
+                   "tflm_unfused": {"train.fused_head_chunk": 0}},
         keras_hub=gpt2_causal_lm,
         batches=lambda config, count, hub: synthetic_batches(config, count),
         hub_float32=True, labels={}),
@@ -267,14 +272,16 @@ def peak_rss_mib(case_name: str, variants) -> dict:
 
 
 def validation_loss_ratio(steps: int) -> tuple[float, float, str]:
-    """(default-precision val loss, float32 val loss, default precision) after ``steps``.
+    """(default val loss, reference val loss, default precision) after ``steps``.
 
     Two real ``tflm train`` runs of ``configs/gpt_mini.py`` (built-in corpus, its own
-    schedule, ``steps`` steps), one after the other, each in a temporary workdir.
+    schedule, ``steps`` steps), one after the other, each in a temporary workdir: as
+    configured, and the reference (float32, ``fused_head_chunk=0``).
     """
     losses, precisions = {}, {}
+    reference = ["--config.train.precision=float32", "--config.train.fused_head_chunk=0"]
     with tempfile.TemporaryDirectory() as tmp:
-        for name, extra in (("default", []), ("float32", ["--config.train.precision=float32"])):
+        for name, extra in (("default", []), ("float32", reference)):
             workdir = os.path.join(tmp, name)
             cmd = [sys.executable, "-m", "tflm.cli", "train", f"--config={CONFIG}",
                    f"--workdir={workdir}", f"--config.train.steps={steps}", *extra]
@@ -284,6 +291,76 @@ def validation_loss_ratio(steps: int) -> tuple[float, float, str]:
                 summary = json.load(f)
             losses[name], precisions[name] = summary["validation_loss"], summary["precision"]
     return losses["default"], losses["float32"], precisions["default"]
+
+
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def cpu_flags() -> str:
+    """The matmul-relevant flags of /proc/cpuinfo this CPU has (they decide the precision
+    path: bf16 dot instructions make ``precision=auto`` pick ``mixed_bfloat16``)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f
+                          if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    return " ".join(flag for flag in CPU_FLAGS if flag in flags) or "none of " + str(CPU_FLAGS)
+
+
+def model_matmuls(config) -> list[tuple[tuple[int, int], tuple[int, int], bool, bool]]:
+    """The (a shape, b shape, transpose_a, transpose_b) of a training step's dense
+    matmuls: per projection (QKV, attention output, MLP in, MLP out, LM head) the forward
+    product, the input gradient and the weight gradient (attention's batched products,
+    ~3% of gpt_mini's FLOPs, are left out). A masked LM's head (its transform and the
+    table) sees only the ``max_predictions`` masked rows of each sequence."""
+    b, d = config.model.backbone, config.data
+    rows = config.train.batch_size * d.seq_len
+    head_rows = rows
+    shapes = [(rows, b.hidden_dim, 3 * b.hidden_dim), (rows, b.hidden_dim, b.hidden_dim),
+              (rows, b.hidden_dim, b.intermediate_dim), (rows, b.intermediate_dim, b.hidden_dim)]
+    if config.train.objective == "masked_lm":
+        head_rows = config.train.batch_size * d.max_predictions
+        shapes.append((head_rows, b.hidden_dim, b.hidden_dim))
+    shapes.append((head_rows, b.hidden_dim, b.vocabulary_size))
+    products = []
+    for rows, k, m in shapes:
+        products += [((rows, k), (k, m), False, False),  # forward
+                     ((rows, m), (k, m), False, True),  # input gradient
+                     ((rows, k), (rows, m), True, False)]  # weight gradient
+    return products
+
+
+def shape_peak_flops(config, dtype: str = "float32") -> dict:
+    """XLA matmul FLOP/s of the model's own shapes (``model_matmuls``), each timed alone.
+
+    Returns {"peak": FLOPs of all products / the sum of their best times (the step's
+    matmul floor as a rate), "head": the LM head's three products' rate, "blocks": the
+    other products' rate}.
+    """
+    flops_time = {"head": [0.0, 0.0], "blocks": [0.0, 0.0]}
+    vocab = config.model.backbone.vocabulary_size
+    for a_shape, b_shape, ta, tb in model_matmuls(config):
+        a = tf.cast(tf.random.stateless_normal(a_shape, seed=(0, 1)), dtype)
+        b = tf.cast(tf.random.stateless_normal(b_shape, seed=(0, 2)), dtype)
+        fn = tf.function(lambda a=a, b=b, ta=ta, tb=tb: tf.reduce_sum(
+            tf.linalg.matmul(a, b, transpose_a=ta, transpose_b=tb)), jit_compile=True)
+        fn().numpy()
+        best = min(_timed(fn) for _ in range(5))
+        m, k = (a_shape[1], a_shape[0]) if ta else a_shape
+        n = b_shape[0] if tb else b_shape[1]
+        group = "head" if vocab in (a_shape[1], b_shape[0], b_shape[1]) else "blocks"
+        flops_time[group][0] += 2 * m * k * n
+        flops_time[group][1] += best
+    total = [sum(v[i] for v in flops_time.values()) for i in (0, 1)]
+    return {"peak": total[0] / total[1],
+            **{group: f / t for group, (f, t) in flops_time.items()}}
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn().numpy()
+    return time.perf_counter() - start
 
 
 def cpu_description() -> str:
@@ -317,7 +394,8 @@ def time_case(case: Case, args) -> dict:
             runs[v]()
             seconds[v].append(time.perf_counter() - start)
     peak = {dtype: max(values) for dtype, values in peaks.items()}  # as tflm.training.mfu
-    return {"seconds": seconds, "notes": notes, "peak": peak}
+    shapes = shape_peak_flops(variant_config(case, "tflm"))  # float32: the no-bf16 path
+    return {"seconds": seconds, "notes": notes, "peak": peak, "shapes": shapes}
 
 
 def run_case(case_name: str, args) -> None:
@@ -330,7 +408,7 @@ def run_case(case_name: str, args) -> None:
     fpt = {v: build_model(variant_config(case, v)).flops_per_token(base_config.data)
            for v in case.variants}
     timed = time_case(case, args)
-    seconds, notes, peak = timed["seconds"], timed["notes"], timed["peak"]
+    seconds, notes, peak, shapes = (timed[k] for k in ("seconds", "notes", "peak", "shapes"))
     dtype_of = {v: "bfloat16" if "bfloat16" in notes[v] else "float32"
                 for v in case.variants}
     speed = {v: args.steps * tokens_per_step / statistics.median(s)
@@ -351,13 +429,19 @@ def run_case(case_name: str, args) -> None:
     for row in rows:
         print(json.dumps(row), flush=True)
 
-    where = "CPU" if case_name == "gpt" else f"CPU ({cpu_description()})"
+    where = f"CPU ({cpu_description()}; flags {cpu_flags()})"
     masks = "" if case_name == "gpt" else (
         f", {base_config.data.max_predictions} masked positions a sequence")
     print(f"\n{case.name} training on {where}: batch {batch} x {seq} tokens{masks}, "
           f"{args.steps} steps x {args.reps} rounds (medians); measured matmul "
           f"{peak['float32'] / 1e9:.1f} GFLOP/s float32, {peak['bfloat16'] / 1e9:.1f} "
           f"bfloat16; {fpt['tflm'] / 1e6:.1f} MFLOP/token")
+    print(f"XLA float32 matmuls of the model's own shapes (forward, input and weight "
+          f"gradients): {shapes['peak'] / 1e9:.1f} GFLOP/s over all, LM head "
+          f"{shapes['head'] / 1e9:.1f}, blocks {shapes['blocks'] / 1e9:.1f}; FLOPs frac "
+          f"against it (float32 rows): "
+          + ", ".join(f"{v} {speed[v] * fpt[v] / shapes['peak']:.3f}" for v in case.variants
+                      if dtype_of[v] == "float32"))
     if case_name == "masked_lm":
         print("tflm is bert_mini as trained, masked LM + next-sentence prediction; "
               "keras-hub's BertMaskedLM has no NSP head: tflm_mlm_only (pair_task none) "
@@ -373,15 +457,17 @@ def run_case(case_name: str, args) -> None:
               f"{fraction[v]:>12.3f}{mem:>10}  {notes[v]}")
     if case_name != "gpt":
         return
-    if args.quality_steps and "bfloat16" in notes["tflm"]:
+    if args.quality_steps:
         default, fp32, precision = validation_loss_ratio(args.quality_steps)
+        bf16 = "bfloat16" in precision
         print(json.dumps({"bench": f"validation_loss/gpt_mini_{args.quality_steps}_steps/"
-                                   f"{precision}_vs_float32",
+                                   f"{precision}_fused_vs_float32_unfused",
                           "baseline": round(fp32, 4), "tflm": round(default, 4),
                           "unit": "nats", "ratio": round(default / fp32, 4),
-                          "target": TARGET_BF16_LOSS}), flush=True)
-    elif "bfloat16" in notes["tflm"]:
-        print("tflm's bf16 loss was not checked against float32 (--quality_steps 0).")
+                          "target": TARGET_BF16_LOSS if bf16 else TARGET_LOSS}), flush=True)
+    else:
+        print("tflm's validation loss was not checked against the plain float32 step "
+              "(--quality_steps 0).")
 
 
 def main() -> None:
