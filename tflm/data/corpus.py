@@ -30,7 +30,7 @@ from absl import logging
 
 from tflm import config as config_lib
 from tflm.data import builtin, wikitext
-from tflm.data.readers import file_identity, read_jsonl, read_text, split_blocks
+from tflm.data.readers import file_identity, iter_jsonl, iter_text_blocks, read_text
 from tflm.errors import DataError
 
 SPLITS = ("train", "validation", "test")
@@ -236,7 +236,7 @@ def _files_corpus(path: str, opts: dict) -> Corpus:
     def read_files(paths: list[str]) -> list[str]:
         documents = []
         for file in paths:
-            documents.extend(_read_documents(file, opts))
+            documents.extend(_iter_documents(file, opts))
         if not documents:
             raise DataError(f"No documents found in {path} (files: "
                             f"{', '.join(paths[:5])}{' ...' if len(paths) > 5 else ''}); "
@@ -256,7 +256,7 @@ def _files_corpus(path: str, opts: dict) -> Corpus:
 
         def stream(split: str) -> Iterator[str]:
             for file in split_files(split):
-                yield from _read_documents(file, opts)
+                yield from _iter_documents(file, opts)
     else:
         read_all = {}
 
@@ -267,7 +267,7 @@ def _files_corpus(path: str, opts: dict) -> Corpus:
 
         def stream(split: str) -> Iterator[str]:
             for file in files:
-                yield from (d for d in _read_documents(file, opts) if split_of(d) == split)
+                yield from (d for d in _iter_documents(file, opts) if split_of(d) == split)
 
     identity = {"kind": "files", "source": os.path.abspath(path),
                 "files": [file_identity(f) for f in files],
@@ -277,14 +277,18 @@ def _files_corpus(path: str, opts: dict) -> Corpus:
     return Corpus(name, _fingerprint(identity), read, stream)
 
 
-def _read_documents(path: str, opts: dict) -> list[str]:
+def _iter_documents(path: str, opts: dict) -> Iterator[str]:
+    """The documents of one file, read a chunk at a time (a whole file with
+    ``document_split="file"``, where the file is the document)."""
     fmt = opts["corpus_format"]
     if fmt == "jsonl" or (fmt == "auto" and path.endswith(JSONL_SUFFIXES)):
-        return read_jsonl(path, opts["text_field"], opts["invalid_utf8"])
-    text = read_text(path, opts["invalid_utf8"])
-    if opts["document_split"] == "file":
-        return [text.strip()] if text.strip() else []
-    return split_blocks(text)
+        yield from iter_jsonl(path, opts["text_field"], opts["invalid_utf8"])
+    elif opts["document_split"] == "file":
+        text = read_text(path, opts["invalid_utf8"]).strip()
+        if text:
+            yield text
+    else:
+        yield from iter_text_blocks(path, opts["invalid_utf8"])
 
 
 def _find_files(path: str, corpus_format: str) -> list[str]:
