@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from tflm.data import wikitext
+from tflm.data import readers, wikitext
 from tflm.data.corpus import load_corpus
 from tflm.errors import DataError
 
@@ -46,12 +46,24 @@ def test_split_articles_keeps_sections_inside_their_article():
     assert "= = Gameplay = =" in articles[0]
 
 
+@pytest.mark.parametrize("read_bytes", [1, 7, 64, 1 << 20])
+def test_articles_stream_a_chunk_at_a_time_as_the_whole_file_splits(tmp_path, read_bytes):
+    directory = write_wikitext(str(tmp_path / "wt"))
+    path = os.path.join(directory, "wiki.train.tokens")
+    with open(path, "a", encoding="utf-8") as f:  # CRLF endings and a trailing title
+        f.write(" = Crlf = \r\n \r\n Ελληνικά text . \r\n = Last = \n")
+    streamed = list(wikitext.iter_articles(readers.iter_lines(path, read_bytes=read_bytes)))
+    assert streamed == wikitext.split_articles(readers.read_text(path))
+    assert streamed[:3] == expected("train") and streamed[-1] == "= Last ="
+
+
 def test_a_local_directory_is_read_by_path(tmp_path):
     directory = write_wikitext(str(tmp_path / "wikitext-2"))
     corpus = load_corpus({"corpus": directory})
     assert corpus.name == "wikitext-2"
     for split in SPLIT_OF:
         assert corpus.documents(split) == expected(split)
+        assert list(load_corpus({"corpus": directory}).iter_documents(split)) == expected(split)
     assert load_corpus({"corpus": directory}).fingerprint == corpus.fingerprint
 
 

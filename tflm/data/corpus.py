@@ -30,7 +30,13 @@ from absl import logging
 
 from tflm import config as config_lib
 from tflm.data import builtin, wikitext
-from tflm.data.readers import file_identity, iter_jsonl, iter_text_blocks, read_text
+from tflm.data.readers import (
+    file_identity,
+    iter_jsonl,
+    iter_lines,
+    iter_text_blocks,
+    read_text,
+)
 from tflm.errors import DataError
 
 SPLITS = ("train", "validation", "test")
@@ -221,12 +227,15 @@ def _wikitext_corpus(name: str, directory: str, opts: dict,
         raise DataError(f"{directory} holds no wiki.train.tokens or wiki.train.raw; point "
                         "config.data.corpus at the unpacked WikiText directory.")
 
+    def stream(split: str) -> Iterator[str]:
+        yield from wikitext.iter_articles(iter_lines(files[split], opts["invalid_utf8"]))
+
     def read(split: str) -> list[str]:
-        return wikitext.split_articles(read_text(files[split], opts["invalid_utf8"]))
+        return list(stream(split))
 
     identity = {"kind": "wikitext", "files": {s: file_identity(p) for s, p in files.items()},
                 "invalid_utf8": opts["invalid_utf8"]}
-    return Corpus(name, _fingerprint(identity), read)
+    return Corpus(name, _fingerprint(identity), read, stream)
 
 
 def _files_corpus(path: str, opts: dict) -> Corpus:

@@ -49,6 +49,17 @@ def iter_text_blocks(path: str, invalid_utf8: str = "replace",
     yield from _blocks(_lines(_iter_text(path, invalid_utf8, read_bytes)))
 
 
+def iter_lines(path: str, invalid_utf8: str = "replace",
+               read_bytes: int = READ_BYTES) -> Iterator[str]:
+    """The lines of ``read_text(path)`` as ``split("\\n")`` gives them, read
+    ``read_bytes`` at a time (WikiText files: ``tflm.data.wikitext.iter_articles``).
+
+    Raises:
+        DataError: as ``read_text``, when the iteration reaches the fault.
+    """
+    yield from _lines(_iter_text(path, invalid_utf8, read_bytes))
+
+
 def iter_jsonl(path: str, text_field: str, invalid_utf8: str = "replace",
                read_bytes: int = READ_BYTES) -> Iterator[str]:
     """The non-empty ``text_field`` strings of a JSON Lines file, one per line, stripped,

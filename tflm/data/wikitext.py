@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Iterator
 
 import keras
 from absl import logging
@@ -60,15 +61,22 @@ def split_files(directory: str, suffix: str | None = None) -> dict[str, str] | N
 
 def split_articles(text: str) -> list[str]:
     """The articles of a WikiText file's text, each beginning with its title line."""
-    articles, lines = [], []
-    for line in text.split("\n"):
-        if _TITLE.match(line) and any(s.strip() for s in lines):
-            articles.append("\n".join(lines).strip())
-            lines = []
-        lines.append(line)
-    if any(s.strip() for s in lines):
-        articles.append("\n".join(lines).strip())
-    return articles
+    return list(iter_articles(text.split("\n")))
+
+
+def iter_articles(lines: Iterable[str]) -> Iterator[str]:
+    """The articles of a WikiText file's lines, each beginning with its title line: one
+    article in memory at a time (``tflm.data.readers.iter_lines`` streams the file)."""
+    article: list[str] = []
+    real = False  # whether the article so far has a non-blank line
+    for line in lines:
+        if _TITLE.match(line) and real:
+            yield "\n".join(article).strip()
+            article, real = [], False
+        article.append(line)
+        real = real or bool(line.strip())
+    if real:
+        yield "\n".join(article).strip()
 
 
 def archive_url(name: str, download_url: str = "") -> str:
