@@ -1,6 +1,7 @@
 """The models run on JAX too: forward pass, jitted KV-cache decoding, the loss's
 gradient and the fused LM head's loss and gradients, in a subprocess."""
 
+import hashlib
 import importlib.util
 import os
 import subprocess
@@ -8,6 +9,9 @@ import sys
 import textwrap
 
 import pytest
+import tensorflow as tf
+
+from tflm.layers.dropout import hash_bits
 
 SCRIPT = textwrap.dedent(
     """
@@ -69,6 +73,16 @@ SCRIPT = textwrap.dedent(
     want = jax.grad(plain, argnums=(0, 1))(hidden, table)
     for a, b in zip(ours, want):
         assert np.abs(np.asarray(a) - np.asarray(b)).max() < 1e-6
+
+    # The hashed dropout masks: the same hash values as on TensorFlow (digest checked by
+    # the test), and the rate holds.
+    import hashlib
+    from tflm.layers.dropout import Dropout, hash_bits
+    bits = np.asarray(hash_bits((6, 50), np.array([12345, 7], "int32"))).astype("<i4")
+    print("HASH=" + hashlib.sha1(bits.tobytes()).hexdigest())
+    kept = float((np.asarray(Dropout(0.1, seed=3)(np.ones((200, 500), "float32"),
+                                                  training=True)) > 0).mean())
+    assert abs(kept - 0.9) < 0.005, kept
     print("JAX_OK")
     """
 )
@@ -81,3 +95,5 @@ def test_forward_and_cache_decode_under_jax():
         [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0 and "JAX_OK" in result.stdout, result.stderr[-3000:]
+    bits = hash_bits((6, 50), tf.constant([12345, 7], tf.int32)).numpy().astype("<i4")
+    assert f"HASH={hashlib.sha1(bits.tobytes()).hexdigest()}" in result.stdout

@@ -7,6 +7,7 @@ import math
 import keras
 from keras import ops
 
+from tflm.layers.dropout import Dropout
 from tflm.layers.rotary import RotaryEmbedding
 
 
@@ -113,10 +114,10 @@ class MultiHeadAttention(keras.layers.Layer):
         self.output_dense = self._dense(
             hidden, "output", (*query_shape[:-1], heads * dim)
         )  # (H*D, hidden)
-        self.attention_dropout = keras.layers.Dropout(
+        self.attention_dropout = Dropout(
             self.dropout, name="attention_dropout", dtype=self.dtype_policy
         )
-        self.output_dropout = keras.layers.Dropout(
+        self.output_dropout = Dropout(
             self.dropout, name="output_dropout", dtype=self.dtype_policy
         )
         if self.rotary:

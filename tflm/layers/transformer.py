@@ -4,6 +4,7 @@ import keras
 
 from tflm.errors import ConfigError
 from tflm.layers.attention import MultiHeadAttention
+from tflm.layers.dropout import Dropout
 
 ACTIVATIONS = ("gelu_approximate", "gelu")
 
@@ -90,7 +91,7 @@ class TransformerBlock(keras.layers.Layer):
             hidden, use_bias=self.use_bias, name="mlp_out", dtype=self.dtype_policy
         )
         self.mlp_out.build(tuple(inputs_shape[:-1]) + (self.intermediate_dim,))
-        self.mlp_dropout = keras.layers.Dropout(
+        self.mlp_dropout = Dropout(
             self.dropout, name="mlp_dropout", dtype=self.dtype_policy
         )
         self.built = True

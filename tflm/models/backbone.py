@@ -12,6 +12,7 @@ from keras import ops
 
 from tflm.errors import ConfigError
 from tflm.layers import TokenAndPositionEmbedding, TransformerBlock
+from tflm.layers.dropout import Dropout
 
 POSITION_EMBEDDINGS = ("learned", "sinusoidal", "rotary")
 POOLINGS = ("auto", "first", "mean", "max", "last")
@@ -119,7 +120,7 @@ class TransformerBackbone(keras.Model):
                 embeddings_initializer=keras.initializers.RandomNormal(stddev=0.02),
                 name="segment_embedding", dtype=dtype,
             )
-        self.embedding_dropout = keras.layers.Dropout(
+        self.embedding_dropout = Dropout(
             dropout, name="embedding_dropout", dtype=dtype
         )
         self.embedding_norm = None

@@ -12,6 +12,7 @@ import keras
 from keras import ops
 
 from tflm.errors import ConfigError
+from tflm.layers.dropout import Dropout
 from tflm.models.backbone import BackboneTask, build_backbone
 from tflm.models.flops import flops_per_token
 
@@ -25,7 +26,7 @@ class _Head(BackboneTask):
         super().__init__(**kwargs)
         self.backbone = build_backbone(backbone, dtype=self.dtype_policy)
         self.dropout = float(dropout)
-        self.head_dropout = keras.layers.Dropout(self.dropout, name="head_dropout",
+        self.head_dropout = Dropout(self.dropout, name="head_dropout",
                                                  dtype=self.dtype_policy)
         self.head = keras.layers.Dense(units, name="head", dtype=self.dtype_policy)
         self.head.build((None, self.backbone.hidden_dim))
