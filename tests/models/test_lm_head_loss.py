@@ -116,13 +116,15 @@ def test_gpt_fused_loss_is_its_default_loss(tie_embeddings):
 
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_training_model_fused_step_equals_unfused(jit_compile):
-    """Two steps of AdamW: the same weights, loss, accuracy and perplexity either way."""
+    """Two SGD steps: the same weights, loss, accuracy and perplexity either way (SGD, not
+    Adam: Adam's m / sqrt(v) turns float-rounding differences in near-zero gradients
+    into full-size steps of either sign)."""
     x, y, w = gpt_batch()
     results = []
     for chunk in (0, 8):
         task = tiny_gpt()
         model = TrainingModel(task, fused_chunk=chunk)
-        model.compile(optimizer=keras.optimizers.AdamW(1e-2), loss=task.default_loss(),
+        model.compile(optimizer=keras.optimizers.SGD(0.5), loss=task.default_loss(),
                       weighted_metrics=task.default_metrics(), jit_compile=jit_compile)
         for _ in range(2):
             logs = model.train_on_batch(x, y, sample_weight=w, return_dict=True)
@@ -134,4 +136,4 @@ def test_training_model_fused_step_equals_unfused(jit_compile):
     for key in ("loss", "accuracy", "perplexity"):
         assert eval1[key] == pytest.approx(eval0[key], rel=1e-5, abs=1e-6), key
     for a, b in zip(weights0, weights1):
-        np.testing.assert_allclose(a, b, atol=2e-6)
+        np.testing.assert_allclose(a, b, atol=1e-6)
