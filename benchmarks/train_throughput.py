@@ -11,7 +11,7 @@ with clipping, the task's loss and metrics, precision and XLA from ``resolve_pre
 with ``keras.optimizers.AdamW`` (same learning rate) and ``jit_compile=True`` (Keras'
 ``auto`` means no XLA for keras-hub models on TensorFlow), on the same synthetic batches
 (Zipf-distributed ids), one ``train_on_batch`` per step. ``--case`` runs one case
-(default ``all``: gpt, then masked_lm).
+(default ``all``: gpt, masked_lm, then electra: ``run_electra``).
 
 ``gpt``: ``configs/gpt_mini.py`` against ``GPT2CausalLM(GPT2Backbone(...),
 preprocessor=None)`` in float32 (vocab 8192, 4 layers, d 256, 4 heads, FFN 1024, seq 128,
@@ -205,8 +205,11 @@ def variant_config(case: Case, variant: str):
     """``case``'s config with ``variant``'s overrides."""
     config = load_config(case.config)
     for key, value in case.overrides.get(variant, {}).items():
-        section, field = key.split(".")
-        config[section][field] = value
+        *sections, field = key.split(".")
+        node = config
+        for section in sections:
+            node = node[section]
+        node[field] = value
     return config
 
 
@@ -470,10 +473,68 @@ def run_case(case_name: str, args) -> None:
               "(--quality_steps 0).")
 
 
+def run_electra(args) -> None:
+    """ELECTRA's step time as a multiple of BERT's at the same size (no keras-hub baseline:
+    keras-hub has no ELECTRA pre-training task).
+
+    ``configs/electra_mini.py`` (bert_mini's discriminator plus a generator of 1/4 the
+    width) against ``configs/bert_mini.py`` with ``pair_task="none"`` (masked LM alone,
+    the same masking), each fed ``--steps`` real batches of its own objective's pipeline
+    on the built-in corpus (the tokenizer and token cache are prepared first, and reused),
+    timed interleaved as the other cases.
+    """
+    from tflm.models import get_objective
+    from tflm.training import prepare
+
+    configs = {"bert_mlm": load_config(os.path.join(CONFIGS, "bert_mini.py")),
+               "electra": load_config(os.path.join(CONFIGS, "electra_mini.py"))}
+    configs["bert_mlm"].model.pair_task = "none"
+    runs, notes = {}, {}
+    for name, config in configs.items():
+        data = prepare(config)
+        pipeline = get_objective(config.train.objective).resolve("pipeline")
+        dataset = pipeline(caches=data.caches, tokenizer=data.tokenizer, config=config,
+                           batch_size=config.train.batch_size, seed=0, split="train",
+                           training=True)
+        batches = list(dataset.take(4))
+        strategy = tf.distribute.get_strategy()
+        precision = resolve_precision(config.train, strategy)
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(precision)
+        try:
+            keras.utils.set_random_seed(0)
+            _, model = compile_training_model(config, strategy)
+        finally:
+            keras.config.set_dtype_policy(previous)
+
+        run = runner(model, batches, args.steps)
+        run()  # warm-up: tracing and XLA compilation
+        runs[name], notes[name] = run, precision
+    seconds = {name: [] for name in runs}
+    for rep in range(args.reps):
+        for name in runs if rep % 2 == 0 else list(runs)[::-1]:
+            start = time.perf_counter()
+            runs[name]()
+            seconds[name].append((time.perf_counter() - start) / args.steps)
+    median = {name: statistics.median(s) for name, s in seconds.items()}
+    print(json.dumps({"bench": "train_step_time/electra_mini_vs_bert_mini_mlm",
+                      "baseline": round(median["bert_mlm"] * 1e3, 1),
+                      "tflm": round(median["electra"] * 1e3, 1), "unit": "ms/step",
+                      "ratio": round(median["electra"] / median["bert_mlm"], 3),
+                      "target": None}), flush=True)
+    print(f"\nELECTRA vs BERT on CPU ({cpu_description()}; flags {cpu_flags()}): batch "
+          f"{configs['bert_mlm'].train.batch_size} x {configs['bert_mlm'].data.seq_len}, "
+          f"real batches of each objective's pipeline, {args.steps} steps x {args.reps} "
+          f"rounds (medians), precision {notes['electra']}: electra_mini "
+          f"{median['electra'] * 1e3:.0f} ms/step, bert_mini masked LM only "
+          f"{median['bert_mlm'] * 1e3:.0f} ms/step: "
+          f"{median['electra'] / median['bert_mlm']:.2f}x BERT's step time.")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--case", choices=(*CASES, "all"), default="all",
-                        help="which comparison to run")
+    parser.add_argument("--case", choices=(*CASES, "electra", "all"), default="all",
+                        help="which comparison to run (all: gpt, masked_lm, electra)")
     parser.add_argument("--steps", type=int, default=3, help="train steps per timing")
     parser.add_argument("--reps", type=int, default=5, help="timed rounds (medians)")
     parser.add_argument("--quality_steps", type=int, default=300,
@@ -486,7 +547,10 @@ def main() -> None:
         peak_rss_child(CASES[args.case], args.rss_of)
         return
     for case_name in CASES if args.case == "all" else (args.case,):
-        run_case(case_name, args)
+        if case_name in CASES:
+            run_case(case_name, args)
+    if args.case in ("electra", "all"):
+        run_electra(args)
 
 
 if __name__ == "__main__":
