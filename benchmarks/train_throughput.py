@@ -47,6 +47,7 @@ Prints one JSON line per comparison, ``{"bench", "baseline", "tflm", "unit", "ra
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import resource
@@ -347,8 +348,8 @@ def shape_peak_flops(config, dtype: str = "float32") -> dict:
     for a_shape, b_shape, ta, tb in model_matmuls(config):
         a = tf.cast(tf.random.stateless_normal(a_shape, seed=(0, 1)), dtype)
         b = tf.cast(tf.random.stateless_normal(b_shape, seed=(0, 2)), dtype)
-        fn = tf.function(lambda a=a, b=b, ta=ta, tb=tb: tf.reduce_sum(
-            tf.linalg.matmul(a, b, transpose_a=ta, transpose_b=tb)), jit_compile=True)
+        fn = tf.function(functools.partial(_summed_matmul, a, b, ta, tb), jit_compile=True,
+                         autograph=False)
         fn().numpy()
         best = min(_timed(fn) for _ in range(5))
         m, k = (a_shape[1], a_shape[0]) if ta else a_shape
@@ -359,6 +360,11 @@ def shape_peak_flops(config, dtype: str = "float32") -> dict:
     total = [sum(v[i] for v in flops_time.values()) for i in (0, 1)]
     return {"peak": total[0] / total[1],
             **{group: f / t for group, (f, t) in flops_time.items()}}
+
+
+def _summed_matmul(a, b, transpose_a, transpose_b):
+    return tf.reduce_sum(tf.linalg.matmul(a, b, transpose_a=transpose_a,
+                                          transpose_b=transpose_b))
 
 
 def _timed(fn) -> float:
