@@ -3,7 +3,7 @@
 BERT pre-training on the built-in corpus: WordPiece, 15% masking with 80/10/10, next
 sentence prediction on `[CLS] A [SEP] B [SEP]` pairs (``pair_task``: "sop" for ALBERT's
 sentence order, "none" for masked LM alone). 1000 steps of batch 32 x 128 take about
-25 minutes on 2 CPU cores (1.35 s a step in float32 + XLA, measured on an AMD EPYC
+18 minutes on 2 CPU cores (1.1 s a step in float32 + XLA, measured on an AMD EPYC
 without bf16 instructions; benchmarks/train_throughput.py --case masked_lm):
     tflm train --config=configs/bert_mini.py --workdir=runs/bert_mini
 """

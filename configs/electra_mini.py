@@ -3,8 +3,9 @@
 Replaced-token detection on the built-in corpus: WordPiece, 15% of the tokens masked for
 a generator of 1/4 the width (d 64, 1 head, FFN 256, 4 layers) that shares the token and
 position tables; the discriminator is the backbone kept in the model directory. Its
-1000 steps of batch 32 x 128 take longer than bert_mini's (~25 minutes on 2 CPU cores):
-the generator runs before the discriminator in every step.
+1000 steps of batch 32 x 128 take about 20 minutes on 2 CPU cores: 1.14x bert_mini's
+masked-LM step (the generator runs before the discriminator in every step; measured with
+benchmarks/train_throughput.py --case electra on an AMD EPYC, float32 + XLA).
     tflm train --config=configs/electra_mini.py --workdir=runs/electra_mini
 """
 
