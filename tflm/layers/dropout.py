@@ -1,6 +1,6 @@
 """Dropout whose mask comes from a cheap counter hash instead of TensorFlow's stateless RNG.
 
-Keras' `Dropout` draws its mask with `tf.nn.experimental.stateless_dropout`, whose
+Keras' `Dropout` draws its mask with TensorFlow's `stateless_dropout` (on the TF backend), whose
 random numbers XLA's CPU backend generates slowly: on a 2-core AMD EPYC (float32, XLA) one
 (32, 4, 128, 128) mask took ~544 ms forward + backward, and bert_mini's step (dropout 0.1
 on the embeddings, attention probabilities, attention output and MLP output) ran
