@@ -6,7 +6,7 @@ from keras import ops
 from tflm.errors import ConfigError
 from tflm.models.backbone import BackboneTask, build_backbone
 from tflm.models.flops import flops_per_token
-from tflm.models.lm_head_loss import lm_head_cross_entropy
+from tflm.models.lm_head_loss import DEFAULT_CHUNK, lm_head_cross_entropy
 from tflm.models.losses import TokenCrossEntropy
 from tflm.models.metrics import Perplexity, TokenAccuracy
 
@@ -75,7 +75,8 @@ class GPT(BackboneTask):
             return self.backbone.embedding(hidden, reverse=True)
         return ops.cast(self.lm_head(hidden), "float32")
 
-    def fused_loss(self, x, y, sample_weight=None, chunk_size: int = 256, training=None):
+    def fused_loss(self, x, y, sample_weight=None, chunk_size: int = DEFAULT_CHUNK,
+                   training=None):
         """`(loss, correct)` of a batch through the fused, chunked LM head and loss.
 
         The same loss as `default_loss()` on `self(x)` (its weighted mean) and its exact
