@@ -1,7 +1,10 @@
 """Every cache-reading pipeline yields exactly the batches recorded in
-`tests/fixtures/data_batches.npz` (written by the in-memory-table pipelines of commit
-0c14c80, before they read the token cache's files): same seed, steps, workers, resume,
-masks, NSP/SOP pairs. Re-record only for an intended change of the batches:
+`tests/fixtures/data_batches.npz`: same seed, steps, workers, resume, masks, NSP/SOP
+pairs. First written by the in-memory-table pipelines of commit 0c14c80 (before they
+read the token cache's files); re-recorded once when the epoch order became a Feistel
+permutation computed per batch (every batch the same as before with the old epoch
+order substituted; only the order changed). Re-record only for an intended change of
+the batches:
 
     python tests/data/test_recorded_batches.py
 """

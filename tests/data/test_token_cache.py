@@ -44,7 +44,7 @@ def tokenizer():
 
 def test_ids_and_offsets_match_per_document_encodes(tokenizer, tmp_path):
     cache = build_token_cache(Corpus(DOCS, "c1"), "train", tokenizer, str(tmp_path))
-    assert cache.ids.dtype == np.int32 and isinstance(cache.ids, np.memmap)
+    assert cache.ids.dtype == np.int32 and cache.ids.lazy_view
     assert cache.offsets.dtype == np.int64 and len(cache.offsets) == len(DOCS) + 1
     assert cache.num_documents == len(DOCS)
     expected = tokenizer.encode(DOCS)

@@ -14,6 +14,7 @@ import pytest
 
 from tests.data import test_recorded_batches as recorded
 from tflm.data.token_cache import TMP_PREFIX, ShardedIds, build_token_cache, cache_path
+from tflm.errors import DataError
 from tflm.text import train_tokenizer
 
 DOCS = [f"Document {i}: " + "word " * (i % 23) + ("" if i % 7 else "Ünïcödé 🎉") for i in range(90)]
@@ -37,7 +38,7 @@ def test_tiny_shards_hold_the_ids_of_one_shard(tokenizer, tmp_path):
     one = build_token_cache(Corpus(DOCS), "train", tokenizer, str(tmp_path / "one"))
     many = build_token_cache(Corpus(DOCS), "train", tokenizer, str(tmp_path / "many"),
                              shard_tokens=7, chunk_documents=4, workers=1)
-    assert isinstance(one.ids, np.memmap) and len(one.meta["shards"]) == 1
+    assert isinstance(one.ids, ShardedIds) and len(one.meta["shards"]) == 1
     assert isinstance(many.ids, ShardedIds) and len(many.meta["shards"]) > 20
     assert all(s["num_tokens"] == 7 for s in many.meta["shards"][:-1])
     np.testing.assert_array_equal(np.asarray(many.ids), one.ids)
@@ -112,3 +113,33 @@ def test_a_killed_build_is_never_taken_for_a_cache(tokenizer, tmp_path):
     expected = tokenizer.encode(DOCS)
     for i, ids in enumerate(expected):
         assert cache.document(i).tolist() == ids
+
+
+def test_ids_are_read_from_the_files_never_mapped(tokenizer, tmp_path):
+    many = build_token_cache(Corpus(DOCS), "train", tokenizer, str(tmp_path),
+                             shard_tokens=11, chunk_documents=4, workers=1)
+    whole = np.asarray(many.ids)
+    rng = np.random.default_rng(1)
+    # Runs of consecutive positions across shard borders, single positions, reversed.
+    starts = rng.integers(0, len(whole) - 30, 20)
+    runs = (starts[:, None] + np.arange(30)).reshape(-1)
+    for positions in (runs, runs[::-1], rng.integers(0, len(whole), 50), runs[:0]):
+        np.testing.assert_array_equal(many.ids[positions], whole[positions])
+    np.testing.assert_array_equal(many.ids[5:100], whole[5:100])
+    # The shards are never mapped (a mapping keeps the pages reads touch resident, so RSS
+    # would grow with the corpus); only the small offsets file is.
+    with open("/proc/self/maps", encoding="utf-8") as f:
+        maps = f.read()
+    assert all(s["file"] not in maps for s in many.meta["shards"]) and "offsets.npy" in maps
+    with pytest.raises(IndexError):
+        many.ids[np.array([len(whole)])]
+
+
+def test_a_truncated_shard_is_a_clear_error(tokenizer, tmp_path):
+    cache = build_token_cache(Corpus(DOCS), "train", tokenizer, str(tmp_path), workers=1)
+    shard = os.path.join(cache.path, cache.meta["shards"][0]["file"])
+    os.truncate(shard, os.path.getsize(shard) - 4)
+    with pytest.raises(DataError, match="delete the directory"):
+        build_token_cache(Corpus(DOCS), "train", tokenizer, str(tmp_path), workers=1)
+    with pytest.raises(DataError, match="shorter than its index"):
+        cache.ids[cache.num_tokens - 1]  # a cache opened before the file shrank

@@ -1,13 +1,14 @@
 """Reading a token cache by position inside tf.data, and packing it into fixed-size blocks.
 
 A token cache is any object with `ids` (int32 1-D: every document's token ids
-concatenated; a memory-mapped file, a `tflm.data.token_cache.ShardedIds` view or an
-array) and `offsets` (int64, len(documents) + 1: document i is
-`ids[offsets[i]:offsets[i + 1]]`), e.g. `tflm.data.token_cache.TokenCache`.
+concatenated; a `tflm.data.token_cache.ShardedIds` view of the shard files or an array)
+and `offsets` (int64, len(documents) + 1: document i is `ids[offsets[i]:offsets[i + 1]]`;
+memory-mapped in a `tflm.data.token_cache.TokenCache`).
 
 The pipelines never copy `ids` into the graph: each batch reads only its own rows from
-the cache on the host (`tf.numpy_function`), so the dataset's graph and the process's
-memory do not grow with the corpus. Only `offsets` (8 bytes a document) is held in memory.
+the cache on the host (`tf.numpy_function`), and nothing proportional to the corpus is
+built in memory (no block table, no per-document array), so the dataset's graph and the
+process's memory do not grow with the corpus.
 """
 
 import numpy as np
@@ -34,13 +35,22 @@ def cache_arrays(cache, split: str):
         or len(offsets) < 1
         or offsets[0] != 0
         or offsets[-1] != len(ids)
-        or np.any(np.diff(offsets) < 0)
+        or not _rising(offsets)
     ):
         raise DataError(
             f"corpus split {split}: token cache offsets must rise from 0 to len(ids)="
             f"{len(ids)}; the cache is corrupt, delete it so it is rebuilt."
         )
     return ids, offsets
+
+
+def _rising(offsets: np.ndarray, chunk: int = 2**20) -> bool:
+    """Whether `offsets` never decreases, checked a chunk at a time (no corpus-sized
+    temporary for a memory-mapped array)."""
+    return all(
+        np.all(np.diff(offsets[a : a + chunk + 1]) >= 0)
+        for a in range(0, max(len(offsets) - 1, 1), chunk)
+    )
 
 
 def host_call(fn, inputs, dtypes, shapes):
@@ -56,34 +66,61 @@ class JoinedStream:
     """All documents of a cache with `separator_id` after each one, read by position.
 
     Stream position p of document d's token t is `offsets[d] + d + t`; the separator of
-    document d sits at `offsets[d + 1] + d`. Length `num_tokens + num_documents`.
+    document d sits at `sep(d) = offsets[d + 1] + d`, a rising function of d. Length
+    `num_tokens + num_documents`. Positions are resolved by binary search over `offsets`
+    (memory-mapped in a TokenCache): no per-document array is built.
     """
 
     def __init__(self, cache, separator_id: int, split: str):
-        self.ids, offsets = cache_arrays(cache, split)
+        self.ids, self.offsets = cache_arrays(cache, split)
         self.separator_id = np.int32(separator_id)
-        self.separators = offsets[1:] + np.arange(len(offsets) - 1)  # (docs,)
-        self.length = len(self.ids) + len(offsets) - 1
+        self.num_documents = len(self.offsets) - 1
+        self.length = len(self.ids) + self.num_documents
 
-    def read(self, positions: np.ndarray) -> np.ndarray:
-        """int32 tokens at int64 `positions` (any shape, each in `[0, length)`)."""
-        flat = positions.reshape(-1)
-        before = np.searchsorted(self.separators, flat)  # separators before each position
-        is_sep = before < len(self.separators)
-        is_sep[is_sep] = self.separators[before[is_sep]] == flat[is_sep]
-        tokens = np.full(flat.shape, self.separator_id, np.int32)
-        if (~is_sep).any():
-            tokens[~is_sep] = self.ids[flat[~is_sep] - before[~is_sep]]
-        return tokens.reshape(positions.shape)
+    def separators_before(self, positions: np.ndarray) -> np.ndarray:
+        """int64 count of separators at stream positions `< positions` (int64, 1-D)."""
+        lo = np.zeros(positions.shape, np.int64)
+        hi = np.full(positions.shape, self.num_documents, np.int64)
+        while True:
+            open_ = lo < hi
+            if not open_.any():
+                return lo
+            mid = (lo + hi) // 2
+            below = open_ & (self.offsets[np.minimum(mid + 1, self.num_documents)] + mid
+                             < positions)
+            lo = np.where(below, mid + 1, lo)
+            hi = np.where(open_ & ~below, mid, hi)
+
+    def read_runs(self, starts: np.ndarray, length: int) -> np.ndarray:
+        """int32 tokens at positions `starts[:, None] + arange(length)` (each in
+        `[0, self.length)`): (b, length)."""
+        ends = starts + length
+        first, last = self.separators_before(starts), self.separators_before(ends)
+        # Every separator inside any run, sorted: sep(d) for d in [first_i, last_i).
+        inside = np.unique(np.concatenate(
+            [np.arange(a, b) for a, b in zip(first, last)] or [np.zeros(0, np.int64)]))
+        seps = np.asarray(self.offsets[inside + 1], np.int64) + inside  # (k,) rising
+        positions = starts[:, None] + np.arange(length)  # (b, length)
+        # separators before p = separators before its run's start + those in [start, p)
+        before = first[:, None] + (np.searchsorted(seps, positions)
+                                   - np.searchsorted(seps, starts)[:, None])
+        is_sep = np.isin(positions, seps)
+        tokens = np.full(positions.shape, self.separator_id, np.int32)
+        tokens[~is_sep] = self.ids[(positions - before)[~is_sep]]
+        return tokens
 
     def blocks(self, block_indices: np.ndarray, block_len: int, pad_id: int):
         """Blocks `stream[i * block_len : (i + 1) * block_len]` of int64 `block_indices`
         (b,), padded with `pad_id` past the end: `(int32 (b, block_len), lengths int32 (b,))`."""
-        positions = block_indices[:, None] * block_len + np.arange(block_len)  # (b, L)
-        inside = positions < self.length
-        tokens = np.full(positions.shape, np.int32(pad_id), np.int32)
-        tokens[inside] = self.read(positions[inside])
-        return tokens, inside.sum(axis=1).astype(np.int32)
+        starts = block_indices.astype(np.int64) * block_len  # (b,)
+        lengths = np.clip(self.length - starts, 0, block_len)  # real tokens of each block
+        tokens = np.full([len(starts), block_len], np.int32(pad_id), np.int32)
+        full = lengths == block_len
+        if full.any():
+            tokens[full] = self.read_runs(starts[full], block_len)
+        for i in np.flatnonzero(~full & (lengths > 0)):  # the stream's last, partial block
+            tokens[i, : lengths[i]] = self.read_runs(starts[i : i + 1], int(lengths[i]))[0]
+        return tokens, lengths.astype(np.int32)
 
     def num_blocks(
         self, block_len: int, remainder: str, split: str, block_name: str, min_remainder: int = 1

@@ -1,11 +1,16 @@
 """The (seed, step) -> example indices stream every training pipeline is built on.
 
 A training stream is a deterministic function of ``(seed, step)``: the examples of an
-epoch are a stateless permutation seeded with ``(seed, epoch)``, epochs follow each other
+epoch are a keyed permutation seeded with ``(seed, epoch)``, epochs follow each other
 forever, and step ``s`` takes positions ``[s * batch_size, (s + 1) * batch_size)`` of that
 endless sequence. A run resumed at ``start_step`` therefore sees exactly the batches the
 interrupted run would have seen, and N input pipelines (workers) each take a disjoint
 slice of the same global batch, so multi-worker training consumes what one worker would.
+
+The permutation is computed per position (a Feistel network on ``[0, 4^k)`` with
+cycle-walking into ``[0, num_examples)``), never as a table: a step costs the same and
+the pipeline holds the same memory for ten examples or ten billion, and a resume starts
+at its step at once.
 """
 
 from collections.abc import Callable
@@ -15,15 +20,59 @@ import tensorflow as tf
 from tflm.errors import DataError
 
 _INT64_MAX = 2**63 - 1
+_ROUNDS = 6  # Feistel rounds; 4+ make a keyed permutation indistinguishable from random
+_MASK32 = 0xFFFFFFFF
 
 
-def epoch_order(num_examples: int, seed: int, epoch: tf.Tensor, shuffle: bool = True) -> tf.Tensor:
-    """Order of the examples in `epoch`: int64 (num_examples,), a permutation when shuffled."""
-    order = tf.range(num_examples, dtype=tf.int64)
-    if not shuffle:
-        return order
-    seed_pair = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
-    return tf.random.experimental.stateless_shuffle(order, seed=seed_pair)
+def _mix32(x: tf.Tensor) -> tf.Tensor:
+    """A 32-bit integer hash (xor-shift-multiply) of int64 `x` in [0, 2^32), in int64
+    arithmetic that never overflows (every product is below 2^59)."""
+    for _ in range(2):
+        x = tf.bitwise.bitwise_and((tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16)))
+                                   * 0x45D9F3B, _MASK32)
+    return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
+
+
+def permute(index: tf.Tensor, num_examples: int, seed: int, epoch: tf.Tensor) -> tf.Tensor:
+    """Position `index` (int64, any shape, in `[0, num_examples)`) of epoch `epoch`'s
+    keyed permutation: a bijection of `[0, num_examples)` for each `(seed, epoch)`."""
+    half_bits = max(1, (int(num_examples - 1).bit_length() + 1) // 2)
+    half_mask = (1 << half_bits) - 1
+    epoch = tf.cast(epoch, tf.int64)
+    seed_key = _mix32(tf.constant((seed ^ (seed >> 32)) & _MASK32, tf.int64))
+    epoch_key = _mix32(tf.bitwise.bitwise_xor(
+        _mix32(tf.bitwise.bitwise_and(epoch, _MASK32)),
+        tf.bitwise.bitwise_and(tf.bitwise.right_shift(epoch, 32), _MASK32)))
+    keys = [_mix32(tf.bitwise.bitwise_xor(_mix32(seed_key + r), epoch_key)) for r in range(_ROUNDS)]
+
+    def feistel(x):
+        left = tf.bitwise.right_shift(x, half_bits)
+        right = tf.bitwise.bitwise_and(x, half_mask)
+        for key in keys:
+            mixed = tf.bitwise.bitwise_and(_mix32(tf.bitwise.bitwise_xor(right, key)), half_mask)
+            left, right = right, tf.bitwise.bitwise_xor(left, mixed)
+        return tf.bitwise.bitwise_or(tf.bitwise.left_shift(left, half_bits), right)
+
+    # Cycle-walking: the domain [0, 4^half_bits) is < 4 * num_examples, so a few rounds
+    # of re-encrypting the positions that land outside [0, num_examples) bring every one
+    # back inside (a permutation's cycle through an inside point returns inside).
+    def outside(x):
+        return tf.reduce_any(x >= num_examples)
+
+    def walk(x):
+        return (tf.where(x >= num_examples, feistel(x), x),)
+
+    return tf.while_loop(outside, walk, (feistel(tf.cast(index, tf.int64)),))[0]
+
+
+def batch_indices(
+    step: tf.Tensor, num_examples: int, batch_size: int, seed: int, shuffle: bool = True
+) -> tf.Tensor:
+    """Example indices of global batch `step`: int64 (batch_size,), positions
+    `[step * batch_size, (step + 1) * batch_size)` of the endless epoch sequence."""
+    positions = tf.cast(step, tf.int64) * batch_size + tf.range(batch_size, dtype=tf.int64)
+    epoch, index = positions // num_examples, positions % num_examples
+    return permute(index, num_examples, seed, epoch) if shuffle else index
 
 
 def step_indices(
@@ -39,19 +88,8 @@ def step_indices(
         raise DataError(
             f"batch_size must be >= 1 and start_step >= 0, got {batch_size} and {start_step}."
         )
-    first_epoch, skip = divmod(start_step * batch_size, num_examples)
-    positions = (
-        tf.data.Dataset.range(first_epoch, _INT64_MAX)
-        .flat_map(
-            lambda epoch: tf.data.Dataset.from_tensor_slices(
-                epoch_order(num_examples, seed, epoch, shuffle)
-            )
-        )
-        .skip(skip)
-        .batch(batch_size, drop_remainder=True)
-    )
-    steps = tf.data.Dataset.range(start_step, _INT64_MAX)
-    return tf.data.Dataset.zip((steps, positions))
+    return tf.data.Dataset.range(start_step, _INT64_MAX).map(
+        lambda step: (step, batch_indices(step, num_examples, batch_size, seed, shuffle)))
 
 
 def shard_for_pipeline(

@@ -30,6 +30,7 @@ import shutil
 import sys
 import tempfile
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
@@ -64,19 +65,51 @@ class _Encoder(Protocol):
     def encode(self, texts: list[str]) -> list[list[int]]: ...
 
 
-class ShardedIds:
-    """The token ids of a multi-shard cache as one read-only int32 array-like.
+class ShardFile:
+    """One shard file of int32 little-endian ids, read with ``os.pread`` (never mapped:
+    a mapping would keep every page a batch touched, and the kernel's read-around of each
+    fault, resident in this process, so its RSS would grow with the corpus).
 
-    Supports ``len``, ``shape``, ``ndim``, ``dtype``, ``ids[i]``, ``ids[a:b]`` (a copy only
-    when the range spans shards) and ``ids[int array]`` (reads only those positions);
-    ``np.asarray(ids)`` reads them all. ``lazy_view`` tells the pipelines not to copy it.
+    Supports ``len`` and ``shard[a:b]`` (a new int32 array). The file stays open while
+    the object lives.
+    """
+
+    def __init__(self, file: str, num_tokens: int):
+        self.file, self.num_tokens = file, num_tokens
+        self._fd = os.open(file, os.O_RDONLY)
+        weakref.finalize(self, os.close, self._fd)
+
+    def __len__(self) -> int:
+        return self.num_tokens
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        start, stop, _ = key.indices(self.num_tokens)
+        out = np.empty(max(stop - start, 0), "<i4")
+        if len(out):
+            got = os.preadv(self._fd, [memoryview(out).cast("B")], 4 * start)
+            if got != out.nbytes:
+                raise DataError(
+                    f"token cache shard {self.file} is shorter than its index says; delete "
+                    "the cache directory and it will be rebuilt"
+                )
+        return out.astype(np.int32, copy=False)
+
+
+class ShardedIds:
+    """The token ids of a cache's shards as one read-only int32 array-like.
+
+    ``shards`` are anything sliceable to int32 arrays (``ShardFile``, arrays). Supports
+    ``len``, ``shape``, ``ndim``, ``dtype``, ``ids[i]``, ``ids[a:b]`` and ``ids[int
+    array]``, each reading only what it returns (an index array is read as its runs of
+    consecutive positions: a block of a batch is one read); ``np.asarray(ids)`` reads
+    all. ``lazy_view`` tells the pipelines not to copy it.
     """
 
     lazy_view = True
     dtype = np.dtype(np.int32)
     ndim = 1
 
-    def __init__(self, shards: list[np.ndarray]):
+    def __init__(self, shards: list):
         self.shards = shards
         sizes = [len(s) for s in shards]
         self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)  # (S + 1,)
@@ -88,34 +121,44 @@ class ShardedIds:
     def shape(self) -> tuple[int]:
         return (len(self),)
 
+    def _range(self, start: int, stop: int) -> np.ndarray:
+        """int32 ids ``[start, stop)``, ``0 <= start <= stop <= len``."""
+        if stop <= start:
+            return np.zeros((0,), np.int32)
+        first = int(np.searchsorted(self.starts, start, side="right")) - 1
+        if stop <= self.starts[first + 1]:
+            base = self.starts[first]
+            return np.asarray(self.shards[first][start - base : stop - base], np.int32)
+        parts, position, shard = [], start, first
+        while position < stop:
+            base, end = self.starts[shard], min(stop, self.starts[shard + 1])
+            parts.append(np.asarray(self.shards[shard][position - base : end - base], np.int32))
+            position, shard = end, shard + 1
+        return np.concatenate(parts)
+
     def __getitem__(self, key):
         if isinstance(key, slice):
             start, stop, step = key.indices(len(self))
             if step != 1:
                 return self[np.arange(start, stop, step)]
-            first = int(np.searchsorted(self.starts, start, side="right")) - 1
-            if stop <= start:
-                return np.zeros((0,), np.int32)
-            if stop <= self.starts[first + 1]:  # inside one shard: a view
-                return self.shards[first][start - self.starts[first] : stop - self.starts[first]]
-            return self[np.arange(start, stop)]
+            return self._range(start, stop)
         if np.ndim(key) == 0:
             position = int(key) + (len(self) if int(key) < 0 else 0)
             if not 0 <= position < len(self):
                 raise IndexError(f"index {key} out of range [0, {len(self)})")
-            shard = int(np.searchsorted(self.starts, position, side="right")) - 1
-            return self.shards[shard][position - self.starts[shard]]
+            return self._range(position, position + 1)[0]
         positions = np.asarray(key, np.int64)
         flat = positions.reshape(-1)
-        shard = np.searchsorted(self.starts, flat, side="right") - 1
+        if len(flat) and (flat.min() < 0 or flat.max() >= len(self)):
+            raise IndexError(f"token positions out of range [0, {len(self)})")
         out = np.empty(flat.shape, np.int32)
-        for s in np.unique(shard):
-            here = shard == s
-            out[here] = self.shards[s][flat[here] - self.starts[s]]
+        cuts = np.flatnonzero(np.diff(flat) != 1) + 1  # where a run of +1 steps breaks
+        for a, b in zip([0, *cuts], [*cuts, len(flat)]) if len(flat) else ():
+            out[a:b] = self._range(int(flat[a]), int(flat[a]) + b - a)
         return out.reshape(positions.shape)
 
     def __array__(self, dtype=None, copy=None):
-        whole = np.concatenate(self.shards) if self.shards else np.zeros((0,), np.int32)
+        whole = self._range(0, len(self))
         return whole if dtype is None else whole.astype(dtype)
 
 
@@ -123,9 +166,9 @@ class TokenCache:
     """A built token cache (see the module docstring), read-only.
 
     Attributes:
-        ids: int32 (num_tokens,): the memory-mapped shard, or a ``ShardedIds`` view over
-            the memory-mapped shards when there are several.
-        offsets: int64 (num_documents + 1,).
+        ids: int32 (num_tokens,): a ``ShardedIds`` view over the shard files (read on
+            demand, nothing held in memory).
+        offsets: int64 (num_documents + 1,), memory-mapped (read-only).
         meta: the parsed ``meta.json``.
         path: the cache directory.
     """
@@ -135,20 +178,14 @@ class TokenCache:
         try:
             with open(os.path.join(path, META_FILE), encoding="utf-8") as f:
                 self.meta = json.load(f)
-            self.offsets = np.load(os.path.join(path, OFFSETS_FILE))
-            shards = [self._map(s["file"], int(s["num_tokens"])) for s in self.meta["shards"]]
+            self.offsets = np.load(os.path.join(path, OFFSETS_FILE), mmap_mode="r")
+            shards = [self._open(s["file"], int(s["num_tokens"])) for s in self.meta["shards"]]
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise DataError(
                 f"token cache {path} is unreadable ({e!r}); delete the directory and it "
                 "will be rebuilt"
             ) from e
-        shards = [s for s in shards if len(s)]
-        if len(shards) == 1:
-            self.ids = shards[0]
-        elif shards:
-            self.ids = ShardedIds(shards)
-        else:
-            self.ids = np.zeros((0,), np.int32)
+        self.ids = ShardedIds([s for s in shards if len(s)])
         num_tokens = self.num_tokens
         if (
             len(self.offsets) != self.num_documents + 1
@@ -160,14 +197,12 @@ class TokenCache:
                 "the directory and it will be rebuilt"
             )
 
-    def _map(self, name: str, num_tokens: int) -> np.ndarray:
-        """The memory-mapped shard ``name`` of ``num_tokens`` ids (checked against its size)."""
+    def _open(self, name: str, num_tokens: int) -> ShardFile:
+        """The shard ``name`` of ``num_tokens`` ids (checked against its size)."""
         file = os.path.join(self.path, os.path.basename(name))
         if os.path.getsize(file) != 4 * num_tokens:
             raise ValueError(f"{file} holds {os.path.getsize(file)} bytes, not 4 * {num_tokens}")
-        if not num_tokens:
-            return np.zeros((0,), np.int32)
-        return np.memmap(file, dtype="<i4", mode="r", shape=(num_tokens,))
+        return ShardFile(file, num_tokens)
 
     @property
     def num_tokens(self) -> int:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+_CHUNK = 2**22  # token ids counted at a time
+
 
 def unigram_log_probs(ids: np.ndarray, num_documents: int, vocabulary_size: int,
                       eos_id: int | None) -> np.ndarray:
@@ -17,8 +19,11 @@ def unigram_log_probs(ids: np.ndarray, num_documents: int, vocabulary_size: int,
     Counts ``ids`` plus one end-of-text token per document (the causal pipeline appends
     ``eos_id`` after each document, so the model is asked to predict it too).
     """
-    counts = np.bincount(np.asarray(ids, np.int64), minlength=vocabulary_size)
-    counts = counts[:vocabulary_size].astype(np.float64)
+    counts = np.zeros(vocabulary_size, np.float64)
+    for start in range(0, len(ids), _CHUNK):  # a chunk at a time: ids may be a whole corpus
+        chunk = np.bincount(np.asarray(ids[start : start + _CHUNK], np.int64),
+                            minlength=vocabulary_size)
+        counts += chunk[:vocabulary_size]
     if eos_id is not None:
         counts[eos_id] += num_documents
     return np.log((counts + 1.0) / (counts.sum() + vocabulary_size))
