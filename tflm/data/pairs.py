@@ -7,8 +7,9 @@ document and packs `[CLS] A [SEP] B [SEP]`:
   another document (label 0);
 - "sop": B is the next segment (label 1) or, half the time, A and B are swapped (label 0).
 So `next_sentence_label == 1` exactly when B directly follows A in the same document.
-The segment bookkeeping is per document (`SegmentTable`), looked up per batch on the host
-with the tokens, so nothing grows with the corpus in the graph; the choices per example
+The segments are looked up per batch on the host with the tokens
+(`tflm.data.segments.SegmentTable`), so nothing grows with the corpus in the graph or in
+memory; the choices per example
 are stateless random draws from `(seed, step)`, so batches are a deterministic function
 of `(seed, step)`.
 """
@@ -19,6 +20,7 @@ import tensorflow as tf
 from tflm.data import step_stream
 from tflm.data.blocks import cache_arrays, host_call
 from tflm.data.masking import MaskingSpec, mask_tokens, step_noise
+from tflm.data.segments import SegmentTable
 from tflm.errors import DataError
 
 TASKS = ("nsp", "sop")
@@ -46,39 +48,6 @@ def truncate_pair(len_a, len_b, max_len):
     return tf.where(fits, len_a, a), tf.where(fits, len_b, b)
 
 
-class SegmentTable:
-    """The segments of every document, computed per lookup from per-document counts.
-
-    Document d (length n) holds `count[d] = ceil(n / segment_len)` consecutive segments
-    numbered from `first[d]`; segment `first[d] + j` is tokens
-    `[offsets[d] + j * segment_len, min(that + segment_len, offsets[d + 1]))`. An anchor is
-    a segment with a successor in its document (anchor i: the i-th such segment).
-    Only per-document arrays are held (never per-segment tables).
-    """
-
-    def __init__(self, offsets: np.ndarray, segment_len: int):
-        self.offsets, self.segment_len = offsets, segment_len
-        self.count = (np.diff(offsets) + segment_len - 1) // segment_len  # (docs,)
-        self.end_of = np.cumsum(self.count)  # (docs,): first segment after document d
-        self.first = self.end_of - self.count
-        self.anchors_end = np.cumsum(np.maximum(self.count - 1, 0))
-        self.num_segments = int(self.end_of[-1]) if len(self.count) else 0
-        self.num_anchors = int(self.anchors_end[-1]) if len(self.count) else 0
-
-    def anchor(self, idx: np.ndarray):
-        """Anchor indices (b,) -> int64 `(segment, its document's count, first)` (b,) each."""
-        doc = np.searchsorted(self.anchors_end, idx, side="right")
-        before = self.anchors_end[doc] - (self.count[doc] - 1)  # anchors of docs < doc
-        segment = self.first[doc] + idx - before
-        return segment, self.count[doc], self.first[doc]
-
-    def bounds(self, segments: np.ndarray):
-        """Segment ids (any shape) -> int64 `(start, end)` token positions."""
-        doc = np.searchsorted(self.end_of, segments, side="right")
-        start = self.offsets[doc] + (segments - self.first[doc]) * self.segment_len
-        return start, np.minimum(start + self.segment_len, self.offsets[doc + 1])
-
-
 def _batch_maker(
     cache, task, seq_len, batch_size, seed, cls_id, sep_id, pad_id, segment_len, masking, split
 ):
@@ -94,7 +63,7 @@ def _batch_maker(
             "tokens, so no sentence pair can be built; use longer documents, a smaller "
             "config.data.seq_len, or masked LM without pairs (config.model.pair_task='none')."
         )
-    if task == "nsp" and np.count_nonzero(seg.count) < 2:
+    if task == "nsp" and seg.nonempty_documents < 2:
         raise DataError(
             f"corpus split {split}: next sentence prediction needs at least two non-empty "
             "documents to draw random segments from; add documents, or use sentence order "
