@@ -7,12 +7,14 @@ import subprocess
 import sys
 import textwrap
 import time
+import tracemalloc
 import types
 
 import numpy as np
 import pytest
 
 from tests.data import test_recorded_batches as recorded
+from tflm.data import token_cache
 from tflm.data.token_cache import TMP_PREFIX, ShardedIds, build_token_cache, cache_path
 from tflm.errors import DataError
 from tflm.text import train_tokenizer
@@ -143,3 +145,40 @@ def test_a_truncated_shard_is_a_clear_error(tokenizer, tmp_path):
         build_token_cache(Corpus(DOCS), "train", tokenizer, str(tmp_path), workers=1)
     with pytest.raises(DataError, match="shorter than its index"):
         cache.ids[cache.num_tokens - 1]  # a cache opened before the file shrank
+
+
+class GeneratedCorpus:
+    """~`size` characters of documents made on the fly: nothing of it is held."""
+
+    fingerprint = "generated"
+
+    def __init__(self, size):
+        self.size = size
+
+    def iter_documents(self, split):
+        made, i = 0, 0
+        while made < self.size:
+            words = np.random.default_rng(i).integers(0, 50, 150)
+            document = " ".join(f"w{w}" for w in words)
+            made, i = made + len(document), i + 1
+            yield document
+
+
+def test_a_build_in_a_small_budget_gives_the_ids_of_one_piece(tokenizer, tmp_path, monkeypatch):
+    corpus = GeneratedCorpus(2**20)  # 1 MB of text
+    whole = build_token_cache(corpus, "train", tokenizer, str(tmp_path / "whole"), workers=1,
+                              chunk_documents=10**6)
+    monkeypatch.setattr(token_cache, "CHUNK_CHARS", 2**13)  # 8 KB of text per chunk
+    tracemalloc.start()
+    try:
+        small = build_token_cache(corpus, "train", tokenizer, str(tmp_path / "small"),
+                                  workers=1, shard_tokens=50_000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(small.meta["shards"]) > 10
+    # Python's allocations peak at a few chunks (~0.2 MB measured), not the corpus: 1 MB
+    # of text, ~1 MB of int32 ids, ~10 MB as the tokenizer's lists of ints.
+    assert peak < 2**19, peak
+    np.testing.assert_array_equal(np.asarray(small.ids), np.asarray(whole.ids))
+    np.testing.assert_array_equal(small.offsets, whole.offsets)
