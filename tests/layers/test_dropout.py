@@ -1,6 +1,8 @@
 """tflm's hashed-mask Dropout: Keras' inverted-dropout behaviour, a rate that holds,
 masks that change every call and differ between elements, and the hash itself."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -25,6 +27,16 @@ def reference_hash(count, seed):
 def test_hash_is_murmur_finalizer_of_index_and_seed(seed):
     got = np.asarray(hash_bits((6, 50), tf.constant(seed, tf.int64)))
     np.testing.assert_array_equal(got.reshape(-1), reference_hash(300, seed))
+
+
+def test_no_mask_sized_constant_under_xla():
+    # arange(count) * golden folded into a constant as large as the mask (8 MiB for a
+    # (32, 4, 128, 128) attention mask): compile memory and executable size.
+    layer = Dropout(0.1, seed=3)
+    compiled = tf.function(lambda v: layer(v, training=True), jit_compile=True)
+    hlo = compiled.experimental_get_compiler_ir(tf.ones((8, 4, 16, 16)))(stage="hlo")
+    sizes = [int(n) for n in re.findall(r"s32\[(\d+)\]\{0\} constant", hlo)]
+    assert sizes and max(sizes) <= 8 * 4 * 16  # one row index per mask row at most
 
 
 def test_rate_scaling_and_independence():
