@@ -20,7 +20,8 @@ one WordPiece tokenizer of 8192 ids trained on the same corpus.
 
 After one warm-up pass each (every XLA compilation; its time is reported as the first
 pass), ``--reps`` passes over all sentences alternate between the two (order reversed
-every other round); sentences/s are medians. Peak RSS (``ru_maxrss``) is measured in a
+every other round); sentences/s are medians. Peak RSS (``VmHWM``, see ``peak_memory.py``)
+is measured in a
 fresh subprocess per side: tflm runs ``tflm.generation.embedding.embed_file`` (the whole
 ``tflm embed``: read the file, load the model directory, embed, write the .npy),
 keras-hub builds its backbone and embeds the same file. Prints one JSON line per result,
@@ -32,7 +33,6 @@ import argparse
 import json
 import os
 import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -44,7 +44,8 @@ import keras_hub
 import numpy as np
 import tensorflow as tf
 from absl import logging
-from train_throughput import cpu_description, cpu_flags  # benchmarks/ is on sys.path
+from peak_memory import own_peak_rss_mib  # benchmarks/ is on sys.path
+from train_throughput import cpu_description, cpu_flags
 
 from tflm.config import load_config
 from tflm.data.builtin import builtin_documents
@@ -135,7 +136,7 @@ def peak_rss_child(side: str, model_dir: str, path: str, batch: int) -> None:
     else:
         sentences, _ = read_sentences(path)
         keras_hub_runner(model_dir, sentences, batch)()
-    print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+    print(json.dumps(own_peak_rss_mib()))
 
 
 def peak_rss_mib(model_dir: str, path: str, batch: int) -> dict:

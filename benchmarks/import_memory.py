@@ -9,7 +9,8 @@ layout (config.json, model.safetensors, vocab.txt + tokenizer_config.json), then
 it ``--reps`` times, each in a fresh subprocess (``tflm.convert.import_hf``, what ``tflm
 import`` runs), and deletes everything.
 
-Peak RSS is the child's ``ru_maxrss``. It includes the TensorFlow / Keras / keras-hub
+Peak RSS is the child's own high-water mark (``VmHWM``, see ``peak_memory.py``). It
+includes the TensorFlow / Keras / keras-hub
 runtime the child has loaded before reading a byte of the checkpoint (measured as the
 RSS after those imports), so two ratios are reported against the checkpoint's size:
 the whole process' peak (``import_peak_rss``) and what the import itself adds on top
@@ -22,7 +23,6 @@ the median over the runs. Prints one JSON line per result, ``{"bench", "baseline
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -30,7 +30,8 @@ import tempfile
 import time
 
 import numpy as np
-from train_throughput import cpu_description  # benchmarks/ is on sys.path
+from peak_memory import own_peak_rss_mib  # benchmarks/ is on sys.path
+from train_throughput import cpu_description
 
 SHAPE = {"vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12,
          "num_attention_heads": 12, "intermediate_size": 3072, "max_position_embeddings": 512,
@@ -117,7 +118,7 @@ def child(source: str, out: str) -> None:
     report = tflm.convert.import_hf(source, out)
     seconds = time.perf_counter() - start
     print(json.dumps({"runtime_rss": runtime,
-                      "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                      "peak_rss": own_peak_rss_mib() * 2**20,
                       "seconds": seconds, "parameters": report["parameters"]}))
 
 

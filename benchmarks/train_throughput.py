@@ -36,7 +36,8 @@ as trained (MLM + NSP: pooler, 2-way head, its loss and accuracy; y = {mlm, pair
 ``tflm_mlm_only`` the same with ``pair_task="none"``, the like-for-like row.
 
 After one warm-up round, ``--reps`` rounds time ``--steps`` steps of every model in turn
-(the order reversed every other round); figures are medians. Peak RSS (``ru_maxrss``) of
+(the order reversed every other round); figures are medians. Peak RSS (``VmHWM``, see
+``peak_memory.py``) of
 each compared model is measured in a fresh subprocess each. The model-FLOPs fraction
 (MFU) is tokens/s x ``flops_per_token`` of the model's tflm task (keras-hub's: its
 like-for-like tflm task) / the CPU's matmul FLOP/s in the model's compute dtype (float32
@@ -50,7 +51,6 @@ import dataclasses
 import functools
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -62,6 +62,7 @@ import keras
 import keras_hub
 import numpy as np
 import tensorflow as tf
+from peak_memory import own_peak_rss_mib  # benchmarks/ is on sys.path
 
 from tflm.config import load_config
 from tflm.model_dir import build_model
@@ -259,7 +260,7 @@ def peak_rss_child(case: Case, variant: str) -> None:
     model, _ = build(case, variant)
     batches = case.batches(variant_config(case, variant), 4, variant == "keras_hub")
     runner(model, batches, 3)()
-    print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+    print(json.dumps(own_peak_rss_mib()))
 
 
 def peak_rss_mib(case_name: str, variants) -> dict:
