@@ -5,6 +5,7 @@ import keras
 from tflm.errors import ConfigError
 from tflm.layers.attention import MultiHeadAttention
 from tflm.layers.dropout import Dropout
+from tflm.layers.gelu import gelu
 
 ACTIVATIONS = ("gelu_approximate", "gelu")
 
@@ -123,7 +124,7 @@ class TransformerBlock(keras.layers.Layer):
             x = self.attention_norm(x)
         h = self.mlp_norm(x) if self.norm_first else x
         h = self.mlp_in(h)  # (B, T, intermediate)
-        h = keras.activations.gelu(h, approximate=self.activation == "gelu_approximate")
+        h = gelu(h, self.activation == "gelu_approximate", training)
         h = self.mlp_dropout(self.mlp_out(h), training=training)  # (B, T, hidden)
         x = x + h
         if not self.norm_first:
