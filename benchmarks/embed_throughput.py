@@ -10,9 +10,10 @@ corpus (pydoc topics + stdlib docstrings: mixed lengths, as real files are), tok
 one WordPiece tokenizer of 8192 ids trained on the same corpus.
 
 - tflm: ``SentenceEncoder.embed(sentences, batch_size)``, what ``tflm embed`` runs on a
-  file after loading the model directory: tokenize (``tokenizer.encode``), sort by length,
-  pad each batch to its bucket (8, 16, 32, 64, 128), one XLA function per bucket (encoder
-  + mean pooling + L2 normalisation).
+  file after loading the model directory: tokenize (``tokenizer.encode``), sort by length
+  (longest first), pad each batch to its bucket (8, 16, 32, 64, 128; ``batch_plan``:
+  buckets over 32 tokens hold proportionally fewer rows), one XLA function per bucket
+  (encoder + mean pooling + L2 normalisation).
 - keras-hub: the same ``tokenizer.encode`` ids laid out ``[CLS] ids [SEP]`` padded to 128
   (its BertTextClassifierPreprocessor's layout), batches of ``--batch`` in file order, a
   ``tf.function(jit_compile=True)`` of ``BertBackbone`` + mean pooling over real tokens +
@@ -49,8 +50,7 @@ from train_throughput import cpu_description, cpu_flags
 
 from tflm.config import load_config
 from tflm.data.builtin import builtin_documents
-from tflm.generation.decode import bucket_length
-from tflm.generation.embedding import SentenceEncoder, embed_file, read_sentences
+from tflm.generation.embedding import SentenceEncoder, batch_plan, embed_file, read_sentences
 from tflm.model_dir import build_model, save_model_dir
 from tflm.text import load_tokenizer, train_tokenizer
 
@@ -154,14 +154,9 @@ def peak_rss_mib(model_dir: str, path: str, batch: int) -> dict:
 
 
 def padded_slots(lengths: np.ndarray, batch: int, window: int) -> dict:
-    """Token slots each side computes for sequences of ``lengths``: tflm's sorted batches
-    at their bucket length (``SentenceEncoder.embed``), keras-hub's every row at 128."""
-    ordered = np.sort(lengths)
-    tflm = 0
-    for first in range(0, len(ordered), batch):
-        chunk = ordered[first:first + batch]
-        rows = min(batch, 1 << (len(chunk) - 1).bit_length())
-        tflm += rows * bucket_length(int(chunk.max()), window)
+    """Token slots each side computes for sequences of ``lengths``: tflm's batches of
+    ``batch_plan`` (what ``SentenceEncoder.embed`` runs), keras-hub's every row at 128."""
+    tflm = sum(rows * length for _, rows, length in batch_plan(lengths.tolist(), batch, window))
     return {"tflm": tflm, "keras_hub": len(lengths) * window}
 
 

@@ -11,6 +11,7 @@ import tflm
 from tests.testing import tiny_encoder_dir
 from tflm.errors import GenerationError
 from tflm.generation import SentenceEncoder
+from tflm.generation.embedding import batch_plan
 from tflm.models import pool
 
 WINDOW = 32
@@ -71,6 +72,24 @@ def test_a_text_alone_equals_it_beside_a_much_longer_text(encoder):
     alone = encoder.embed([short])[0]  # bucket 8, one row
     beside = encoder.embed([short, "the lazy dog " * 20], batch_size=2)[0]  # bucket 32
     np.testing.assert_allclose(alone, beside, atol=1e-5)
+
+
+def test_batch_plan_runs_longest_first_in_fixed_shapes():
+    lengths = [5, 100, 20, 9, 100, 60, 3, 20, 4]
+    plan = batch_plan(lengths, batch_size=4, limit=128)
+    assert sorted(i for indices, _, _ in plan for i in indices) == list(range(len(lengths)))
+    assert [lengths[i] for indices, _, _ in plan for i in indices] == sorted(lengths)[::-1]
+    # Buckets over 32 tokens hold batch_size * 32 // length texts; the last batch, short
+    # of rows, runs in the previous batch's shape.
+    assert [(rows, length) for _, rows, length in plan] == [(1, 128), (1, 128), (2, 64),
+                                                            (4, 32), (4, 32)]
+    assert [indices for indices, _, _ in plan[2:]] == [[5, 2], [7, 3, 0, 8], [6]]
+
+
+def test_batch_plan_last_batch_in_the_next_power_of_two_rows():
+    assert batch_plan([5, 7, 3], batch_size=64, limit=128) == [([1, 0, 2], 4, 8)]
+    # Three texts left do not fit the previous batch's one row.
+    assert batch_plan([100, 20, 20, 20], 4, 128) == [([0], 1, 128), ([1, 2, 3], 4, 32)]
 
 
 def test_similarity_is_a_symmetric_cosine(encoder):

@@ -5,7 +5,8 @@ tokens (WordPiece, SentencePiece), else the raw ids (byte-level BPE; an empty te
 start token, `tflm.special_ids.prompt_ids`), cut at the end to the model's positions. The
 texts are sorted by length and cut into batches, each padded to a bucket length
 (`decode.bucket_length`), so short texts do not pay for long ones; every bucket length
-has one compiled function (XLA on TensorFlow) and batches keep a fixed shape. The vector
+is one compiled shape (XLA on TensorFlow; one traced graph for all of them) and batches
+keep a fixed shape (`batch_plan`: longest first, fewer rows for long buckets). The vector
 is the backbone's hidden states pooled (`tflm.models.pool`) and L2-normalised
 (`sentence_embedding`, the rule the SavedModel and TFLite `embed` signatures run too).
 
@@ -35,6 +36,7 @@ from tflm.models import pool
 POOLINGS = ("first", "mean", "max", "last")
 EPSILON = 1e-12  # squared-norm floor of the L2 normalisation (an all-zero vector stays 0)
 LONG_FILE = 1000  # sentences from which `embed_file` shows a progress bar
+ROW_TOKENS = 32  # bucket length up to which a call holds batch_size texts (see batch_plan)
 
 
 def sentence_pooling(configured: str, pooling: str | None = None) -> str:
@@ -82,6 +84,38 @@ def sentence_embedding(sequence_output, padding_mask, pooling: str, normalize: b
     return pooled / ops.sqrt(ops.maximum(squared, EPSILON))
 
 
+def batch_plan(lengths: Sequence[int], batch_size: int,
+               limit: int) -> list[tuple[list[int], int, int]]:
+    """How `SentenceEncoder.embed` batches texts of `lengths` tokens: one
+    `(indices, rows, length)` per compiled call, which embeds the texts `indices` padded
+    to a (rows, length) batch.
+
+    - Longest first: the texts are sorted by length, descending (ties in input order), so
+      the call with the largest activations runs before the other buckets' compiled
+      functions (each holds memory for good) exist.
+    - A batch is padded to the bucket of its longest text (`bucket_length`, at most
+      `limit`) and holds `batch_size` texts; a bucket longer than `ROW_TOKENS` holds
+      `batch_size * ROW_TOKENS // length` (at least 1): the same token slots, so a call's
+      memory does not grow with the texts' length.
+    - The last batch, when short of rows, runs in the previous batch's shape if its texts
+      fit (no compilation for a remainder), else in the next power of two rows.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    plan: list[tuple[list[int], int, int]] = []
+    first = 0
+    while first < len(order):
+        length = bucket_length(lengths[order[first]], limit)
+        rows = min(batch_size, max(1, batch_size * ROW_TOKENS // length))
+        indices = order[first:first + rows]
+        first += rows
+        if len(indices) < rows and plan and len(indices) <= plan[-1][1]:
+            rows, length = plan[-1][1], plan[-1][2]
+        elif len(indices) < rows:
+            rows = min(rows, 1 << (len(indices) - 1).bit_length())
+        plan.append((indices, rows, length))
+    return plan
+
+
 def _check_texts(texts) -> list[str]:
     if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
         raise GenerationError(f"texts must be a list of strings, got {type(texts).__name__} "
@@ -122,7 +156,7 @@ class SentenceEncoder:
         self.config = config
         self.pooling = sentence_pooling(configured, pooling)
         self.normalize = sentence_normalize(config, normalize)
-        self._functions: dict[int, object] = {}
+        self._function = None  # compiled on first use
 
     @classmethod
     def from_model_dir(cls, path: str, pooling: str | None = None) -> SentenceEncoder:
@@ -173,7 +207,8 @@ class SentenceEncoder:
 
         Args:
             texts: a list of strings (may be empty).
-            batch_size: texts per compiled call.
+            batch_size: texts per compiled call (fewer for texts over `ROW_TOKENS`
+                tokens, see `batch_plan`).
             progress: show a `keras.utils.Progbar` (sentences done).
 
         Returns:
@@ -186,28 +221,25 @@ class SentenceEncoder:
             raise GenerationError(f"batch_size must be >= 1, got {batch_size}")
         sequences = self.token_ids(texts)
         out = np.zeros((len(sequences), self.hidden_dim), np.float32)
-        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+        plan = batch_plan([len(ids) for ids in sequences], int(batch_size),
+                          self.backbone.max_sequence_length)
         bar = keras.utils.Progbar(len(sequences), unit_name="sentence") if progress else None
-        for first in range(0, len(order), int(batch_size)):
-            rows = order[first:first + int(batch_size)]
-            out[rows] = self._embed_batch([sequences[i] for i in rows], int(batch_size))
+        for indices, rows, length in plan:
+            out[indices] = self._embed_batch([sequences[i] for i in indices], rows, length)
             if bar is not None:
-                bar.add(len(rows))
+                bar.add(len(indices))
         return out
 
-    def _embed_batch(self, sequences: list[list[int]], batch_size: int) -> np.ndarray:
-        """(len(sequences), hidden) of sequences of similar length, run as one batch of
-        `batch_size` rows (a smaller last batch: the next power of two) padded to their
-        bucket length."""
-        length = bucket_length(max(map(len, sequences)), self.backbone.max_sequence_length)
-        rows = min(batch_size, 1 << (len(sequences) - 1).bit_length())
+    def _embed_batch(self, sequences: list[list[int]], rows: int, length: int) -> np.ndarray:
+        """(len(sequences), hidden) of sequences run as one (rows, length) padded batch."""
         tokens = np.full((rows, length), special_ids.pad_id(self.tokenizer), np.int32)
         mask = np.zeros((rows, length), np.int32)
         for row, ids in enumerate(sequences):
             tokens[row, :len(ids)], mask[row, :len(ids)] = ids, 1
-        if length not in self._functions:
-            self._functions[length] = compile_fn(self._forward, self.backbone)
-        vectors = self._functions[length](tokens, mask)  # (rows, hidden)
+        if self._function is None:
+            any_batch = ((None, None), "int32")  # (rows, length): one trace for all buckets
+            self._function = compile_fn(self._forward, self.backbone, [any_batch] * 2)
+        vectors = self._function(tokens, mask)  # (rows, hidden)
         return np.asarray(ops.convert_to_numpy(vectors))[:len(sequences)]
 
     def _forward(self, tokens, mask):
