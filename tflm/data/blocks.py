@@ -62,6 +62,28 @@ def host_call(fn, inputs, dtypes, shapes):
     return outputs
 
 
+def host_gather(values):
+    """`gather(idx int64 (b,))` -> `values[idx]` as a tf op, read on the host
+    (`host_call`), so the examples never become a graph constant (a graph holding a
+    whole labelled file grows with it, and one over 2 GB cannot be serialized).
+
+    `values`: a sequence of `str` (gathered as tf.string, UTF-8) or a numpy array
+    (N, ...) of numbers (gathered in its dtype).
+    """
+    if isinstance(values, np.ndarray) and values.dtype != object:
+        table, dtype = values, tf.as_dtype(values.dtype)
+    else:
+        table = np.empty(len(values), object)
+        table[:] = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in values]
+        dtype = tf.string
+    shape = [None, *table.shape[1:]]
+
+    def gather(idx):
+        return host_call(lambda i: table[i], [idx], [dtype], [shape])[0]
+
+    return gather
+
+
 class JoinedStream:
     """All documents of a cache with `separator_id` after each one, read by position.
 

@@ -21,6 +21,7 @@ from absl import logging
 
 from tflm import special_ids
 from tflm.data import step_stream
+from tflm.data.blocks import host_gather
 from tflm.data.encoding import pack_texts, special_count, tokenize
 from tflm.data.text_files import read_columns
 from tflm.errors import ConfigError, DataError
@@ -109,15 +110,14 @@ def _batch_maker(texts, pairs, label_ids, tokenizer, seq_len, cls_id, sep_id, pa
     `segment_ids` (a backbone without segment embeddings)."""
     if pairs is not None and sep_id is None:
         raise DataError("text pairs are packed as [CLS] A [SEP] B [SEP]; pass sep_id.")
-    text_table, label_table = tf.constant(texts, tf.string), tf.constant(label_ids)
-    pair_table = None if pairs is None else tf.constant(pairs, tf.string)
+    text_of, label_of = host_gather(texts), host_gather(np.asarray(label_ids))
+    pair_of = None if pairs is None else host_gather(pairs)
 
     def make_batch(idx):
-        first = tokenize(tokenizer, tf.gather(text_table, idx))
-        second = None if pair_table is None else tokenize(tokenizer,
-                                                          tf.gather(pair_table, idx))
+        first = tokenize(tokenizer, text_of(idx))
+        second = None if pair_of is None else tokenize(tokenizer, pair_of(idx))
         x = pack_texts(first, second, seq_len, cls_id, sep_id, pad_id, segments)
-        return x, tf.gather(label_table, idx)
+        return x, label_of(idx)
 
     return make_batch
 

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from tflm import special_ids
 from tflm.data import step_stream
-from tflm.data.blocks import cache_arrays, host_call
+from tflm.data.blocks import cache_arrays, host_call, host_gather
 from tflm.data.encoding import pack_single, tokenize
 from tflm.data.text_files import read_columns
 from tflm.errors import DataError
@@ -66,11 +66,11 @@ def _sentence_views(source, split, tokenizer, seq_len, cls_id, sep_id, pad_id):
     if isinstance(source, (list, tuple)):
         if tokenizer is None:
             raise DataError("a list of sentences needs a tokenizer; pass tokenizer=...")
-        strings = tf.constant(list(source), tf.string)
+        string_of = host_gather(source)
         count = len(source)
 
         def lookup(idx):
-            return tokenize(tokenizer, tf.gather(strings, idx))
+            return tokenize(tokenizer, string_of(idx))
     else:
         ids, offsets = cache_arrays(source, split)
         count = len(offsets) - 1
@@ -136,14 +136,12 @@ def _file_views(path, columns, tokenizer, seq_len, cls_id, sep_id, pad_id):
             f"columns must name anchor, positive and optionally negative, got {columns!r}."
         )
     values, _ = read_columns(path, columns)
-    tables = {role: tf.constant(values[c], tf.string) for role, c in zip(ROLES, columns)}
+    tables = {role: host_gather(values[c]) for role, c in zip(ROLES, columns)}
 
     def make_views(idx):
         return {
-            role: pack_single(
-                tokenize(tokenizer, tf.gather(t, idx)), seq_len, cls_id, sep_id, pad_id
-            )
-            for role, t in tables.items()
+            role: pack_single(tokenize(tokenizer, text_of(idx)), seq_len, cls_id, sep_id, pad_id)
+            for role, text_of in tables.items()
         }
 
     return len(values[columns[0]]), make_views

@@ -22,6 +22,7 @@ import tensorflow as tf
 from absl import logging
 
 from tflm.data import step_stream
+from tflm.data.blocks import host_gather
 from tflm.data.classification import build_labels, layout_ids, split_file
 from tflm.data.text_files import json_records, utf8_checked
 from tflm.errors import DataError
@@ -165,10 +166,10 @@ def token_classification_pipeline(caches, tokenizer, config, batch_size: int, *,
     word's first piece; `caches` is unused (the examples are files)."""
     x, y, weights = tagged_arrays(split_file(config.data, split), tokenizer, config,
                                   config.model.labels)
-    tables = tf.nest.map_structure(tf.constant, (x, y, weights))
+    tables = tf.nest.map_structure(host_gather, (x, y, weights))
 
     def make(idx):
-        return tf.nest.map_structure(lambda t: tf.gather(t, idx), tables)
+        return tf.nest.map_structure(lambda gather: gather(idx), tables)
 
     if training:
         return step_stream.training_stream(len(y), batch_size, seed, start_step,
