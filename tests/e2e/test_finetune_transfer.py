@@ -20,6 +20,7 @@ CLASSES = {
 }
 TEMPLATES = ("i saw the {} today", "there is a {} here", "look at that {}", "we found the {}")
 FINETUNE_STEPS = 60
+PRETRAIN_STEPS = 1600
 
 
 def _corpus(path):
@@ -68,8 +69,11 @@ def test_fine_tuning_from_a_pretrained_encoder_beats_training_from_scratch(tmp_p
     pre.data.update(corpus=os.path.join(root, "corpus.txt"), tokenizer="wordpiece",
                     lowercase=True, seq_len=32, max_predictions=5,
                     cache_dir=os.path.join(root, "cache"))
-    pre.train.update(batch_size=16, steps=800, learning_rate=5e-3, warmup_steps=30,
-                     eval_every=800, checkpoint_every=800, eval_steps=4, log_every=100)
+    # 1600 steps: at 800 the masked-LM accuracy was 0.20-0.21 and the transfer depended
+    # on the data order and initialisation (0.55-0.975 over orders and seeds).
+    pre.train.update(batch_size=16, steps=PRETRAIN_STEPS, learning_rate=5e-3, warmup_steps=30,
+                     eval_every=PRETRAIN_STEPS, checkpoint_every=PRETRAIN_STEPS, eval_steps=4,
+                     log_every=100)
     model_dir = train(pre, os.path.join(root, "pre"))["model_dir"]
 
     transferred = finetune(_finetune_config(root, init_from=model_dir),
@@ -80,6 +84,6 @@ def test_fine_tuning_from_a_pretrained_encoder_beats_training_from_scratch(tmp_p
                                         "data.tokenizer": "wordpiece"})
     scratch.model.backbone.update(backbone)
     from_scratch = train(scratch, os.path.join(root, "scratch"))
-    # Measured: 0.975 vs 0.45 (chance is 0.5).
+    # Measured at pre-training seeds 0 and 1: 0.975 / 0.95 vs 0.425 (chance is 0.5).
     assert transferred["validation_accuracy"] >= 0.85
     assert from_scratch["validation_accuracy"] <= 0.7
