@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 
+import tensorflow as tf
+
 from tflm import config as config_lib
 from tflm.data import load_corpus
 from tflm.data.token_cache import build_token_cache
@@ -19,6 +21,7 @@ from tflm.model_dir import load_model_dir
 from tflm.models.tasks import get_objective
 from tflm.training.callbacks import TrainContext
 from tflm.training.prepare import cache_root
+from tflm.training.strategy import resolve_jit_compile
 
 
 def evaluate(model_dir: str, corpus: str | None = None, split: str = "validation",
@@ -62,8 +65,12 @@ def evaluate(model_dir: str, corpus: str | None = None, split: str = "validation
                        split=split, training=False, seed=config.data.seed)
     if max_batches:
         dataset = dataset.take(max_batches)
-    # weighted: padded labels (weight 0) must not count in the metrics
-    model.compile(loss=model.default_loss(), weighted_metrics=model.default_metrics())
+    # weighted: padded labels (weight 0) must not count in the metrics. Compiled as the
+    # trainer compiles (XLA or not): the trainer's validation numbers, to the last digit
+    # (ELECTRA samples replacements from the generator's logits: another compilation's
+    # rounding can flip a sample).
+    model.compile(loss=model.default_loss(), weighted_metrics=model.default_metrics(),
+                  jit_compile=resolve_jit_compile(config.train, tf.distribute.get_strategy()))
     results = model.evaluate(dataset, verbose=0, return_dict=True)
     hook = objective.resolve("callbacks")
     if hook and not objective.corpus:  # a fine-tuning task's scores (macro-F1, ...)
