@@ -25,7 +25,7 @@ import tempfile
 import time
 
 import numpy as np
-from peak_memory import own_peak_rss_mib  # benchmarks/ is on sys.path
+from peak_memory import own_peak_rss_mib, status_mib  # benchmarks/ is on sys.path
 from train_throughput import cpu_description
 
 FILE_MB = 64
@@ -98,13 +98,8 @@ def rss_parts() -> dict:
     """This process' resident memory now, split (MB): ``anon_mb`` its own allocations,
     ``file_mb`` mapped file pages (libraries, the cache's memory-mapped offsets; the
     shards are read, not mapped)."""
-    parts = {}
-    with open("/proc/self/status", encoding="utf-8") as f:
-        for line in f:
-            name, _, value = line.partition(":")
-            if name in ("RssAnon", "RssFile"):
-                parts[f"{name[3:].lower()}_mb"] = int(value.split()[0]) / 1024
-    return parts
+    parts = status_mib("RssAnon", "RssFile")
+    return {"anon_mb": parts["RssAnon"], "file_mb": parts["RssFile"]}
 
 
 def run_child(phase: str, corpus: str, work: str) -> dict:

@@ -1,4 +1,4 @@
-"""A benchmark child process' own peak memory.
+"""A benchmark child process' own memory, from /proc/self/status.
 
 ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` is the wrong figure for a child started by
 a benchmark: Linux keeps it across ``execve`` (getrusage(2)), and Python's subprocess
@@ -9,10 +9,20 @@ that peaked at 327 MB started a 14 MB child that reported 327 MB). ``VmHWM`` in
 """
 
 
-def own_peak_rss_mib() -> float:
-    """This process' peak resident memory since its ``execve``, in MiB (VmHWM)."""
+def status_mib(*fields: str) -> dict[str, float]:
+    """``{field: MiB}`` of /proc/self/status lines such as ``VmHWM``, ``RssAnon``."""
+    out = {}
     with open("/proc/self/status", encoding="utf-8") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("/proc/self/status has no VmHWM line (not Linux?)")
+            name, _, value = line.partition(":")
+            if name in fields:
+                out[name] = int(value.split()[0]) / 1024
+    missing = set(fields) - set(out)
+    if missing:
+        raise RuntimeError(f"/proc/self/status has no {sorted(missing)} (not Linux?)")
+    return out
+
+
+def own_peak_rss_mib() -> float:
+    """This process' peak resident memory since its ``execve``, in MiB (VmHWM)."""
+    return status_mib("VmHWM")["VmHWM"]
