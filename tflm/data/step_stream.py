@@ -20,7 +20,7 @@ import tensorflow as tf
 from tflm.errors import DataError
 
 _INT64_MAX = 2**63 - 1
-_ROUNDS = 6  # Feistel rounds; 4+ make a keyed permutation indistinguishable from random
+_ROUNDS = 6  # Feistel rounds: 4 suffice with an ideal round function, 2 more for a plain hash
 _MASK32 = 0xFFFFFFFF
 
 
