@@ -1,5 +1,6 @@
 """The models run on JAX too: forward pass, jitted KV-cache decoding, the loss's
-gradient and the fused LM head's loss and gradients, in a subprocess."""
+gradient, the fused LM head's loss and gradients and Dense's bias gradient, in a
+subprocess."""
 
 import hashlib
 import importlib.util
@@ -73,6 +74,21 @@ SCRIPT = textwrap.dedent(
     want = jax.grad(plain, argnums=(0, 1))(hidden, table)
     for a, b in zip(ours, want):
         assert np.abs(np.asarray(a) - np.asarray(b)).max() < 1e-6
+
+    # tflm's Dense: the bias gradient as a matrix product equals Keras Dense's autodiff.
+    from tflm.layers.dense import Dense
+    ours, reference = Dense(5), keras.layers.Dense(5)
+    ours.build((None, 16)), reference.build((None, 16))
+    ours.bias.assign(np.linspace(-1.0, 1.0, 5)), reference.set_weights(ours.get_weights())
+    xs = rng.standard_normal((3, 4, 16)).astype("float32")
+    def dense_loss(values, layer, x):
+        with keras.StatelessScope(state_mapping=list(zip(layer.trainable_variables, values))):
+            return (layer(x, training=True) * np.arange(5.0)).sum()
+    for got, want in zip(jax.grad(dense_loss)([v.value for v in ours.trainable_variables],
+                                              ours, xs),
+                         jax.grad(dense_loss)([v.value for v in reference.trainable_variables],
+                                              reference, xs)):
+        assert np.abs(np.asarray(got) - np.asarray(want)).max() < 1e-5
 
     # The hashed dropout masks: the same hash values as on TensorFlow (digest checked by
     # the test), and the rate holds.

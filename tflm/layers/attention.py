@@ -7,6 +7,7 @@ import math
 import keras
 from keras import ops
 
+from tflm.layers.dense import Dense
 from tflm.layers.dropout import Dropout
 from tflm.layers.rotary import RotaryEmbedding
 
@@ -128,7 +129,7 @@ class MultiHeadAttention(keras.layers.Layer):
 
     def _dense(self, units, name, input_shape):
         """A built Dense projection to `units` features."""
-        layer = keras.layers.Dense(
+        layer = Dense(
             units, use_bias=self.use_bias, name=name, dtype=self.dtype_policy
         )
         layer.build(input_shape)

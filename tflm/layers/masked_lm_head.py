@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from tflm.layers.dense import Dense, bias_add
+
 
 @keras.saving.register_keras_serializable(package="tflm")
 class MaskedLMHead(keras.layers.Layer):
@@ -37,7 +39,7 @@ class MaskedLMHead(keras.layers.Layer):
 
     def build(self, hidden_shape, mask_positions_shape=None):
         hidden = hidden_shape[-1]
-        self.dense = keras.layers.Dense(hidden, name="dense", dtype=self.dtype_policy)
+        self.dense = Dense(hidden, name="dense", dtype=self.dtype_policy)
         self.dense.build((None, None, hidden))
         self.norm = keras.layers.LayerNormalization(
             epsilon=self.layer_norm_epsilon, name="norm", dtype=self.dtype_policy)
@@ -47,14 +49,14 @@ class MaskedLMHead(keras.layers.Layer):
             name="bias", autocast=False)  # (V,) float32
         self.built = True
 
-    def call(self, hidden, mask_positions):
+    def call(self, hidden, mask_positions, training=None):
         positions = ops.cast(mask_positions, "int32")[:, :, None]  # (B, P, 1)
         x = ops.take_along_axis(hidden, positions, axis=1)  # (B, P, hidden)
         x = self.dense(x)
         x = keras.activations.gelu(x, approximate=self.activation == "gelu_approximate")
         x = self.norm(x)
         logits = self.token_embedding(x, reverse=True)  # (B, P, V) float32
-        return logits + self.bias
+        return bias_add(logits, self.bias, training)
 
     def compute_output_spec(self, hidden, mask_positions):
         shape = (*mask_positions.shape, self.token_embedding.vocabulary_size)

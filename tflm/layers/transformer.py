@@ -4,6 +4,7 @@ import keras
 
 from tflm.errors import ConfigError
 from tflm.layers.attention import MultiHeadAttention
+from tflm.layers.dense import Dense
 from tflm.layers.dropout import Dropout
 from tflm.layers.gelu import gelu
 
@@ -83,12 +84,12 @@ class TransformerBlock(keras.layers.Layer):
             epsilon=self.layer_norm_epsilon, name="mlp_norm", dtype=self.dtype_policy
         )
         self.mlp_norm.build(inputs_shape)
-        self.mlp_in = keras.layers.Dense(
+        self.mlp_in = Dense(
             self.intermediate_dim, use_bias=self.use_bias, name="mlp_in",
             dtype=self.dtype_policy,
         )
         self.mlp_in.build(inputs_shape)
-        self.mlp_out = keras.layers.Dense(
+        self.mlp_out = Dense(
             hidden, use_bias=self.use_bias, name="mlp_out", dtype=self.dtype_policy
         )
         self.mlp_out.build(tuple(inputs_shape[:-1]) + (self.intermediate_dim,))
