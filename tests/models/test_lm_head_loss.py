@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from tflm.models import GPT, token_cross_entropy
 from tflm.models.lm_head_loss import lm_head_cross_entropy
-from tflm.models.metrics import TokenAccuracy
+from tflm.models.metrics import TokenAccuracy, label_logit_is_largest
 from tflm.training.training_model import TrainingModel
 
 RNG = np.random.default_rng(0)
@@ -87,6 +87,20 @@ def test_token_accuracy_takes_logits_or_flags():
     assert float(from_logits.result()) == pytest.approx(float(reference.result()))
     assert float(from_flags.result()) == pytest.approx(float(reference.result()))
 
+
+
+def test_token_accuracy_counts_ties_with_the_label_as_correct():
+    # Row 0: the label (2) has the largest logit; row 1: label 0 ties the largest (the
+    # argmax would pick index 0 too); row 2: label 1 ties with index 0, before it (the
+    # argmax says 0: wrong, the max rule: right); row 3: the label is not the largest.
+    logits = tf.constant([[[0.0, 1.0, 3.0], [2.0, 2.0, 1.0], [5.0, 5.0, 0.0],
+                           [1.0, 0.0, 0.5]]])
+    labels = tf.constant([[2, 0, 1, 2]])
+    np.testing.assert_array_equal(label_logit_is_largest(labels, logits).numpy(),
+                                  [[True, True, True, False]])
+    metric = TokenAccuracy()
+    metric.update_state(labels, logits, sample_weight=tf.constant([[1.0, 1.0, 0.0, 1.0]]))
+    assert float(metric.result()) == pytest.approx(2 / 3)
 
 def tiny_gpt(tie_embeddings=True):
     keras.utils.set_random_seed(3)

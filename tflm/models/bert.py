@@ -8,7 +8,7 @@ from tflm.layers.masked_lm_head import MaskedLMHead
 from tflm.models.backbone import BackboneTask, build_backbone
 from tflm.models.flops import flops_per_token
 from tflm.models.losses import TokenCrossEntropy
-from tflm.models.metrics import Perplexity
+from tflm.models.metrics import Perplexity, TokenAccuracy
 
 PAIR_TASKS = ("nsp", "sop", "none")
 
@@ -110,7 +110,7 @@ class BertPretrainer(BackboneTask):
 
     def default_metrics(self):
         """`weighted_metrics`: masked-token accuracy and perplexity, pair accuracy."""
-        metrics = {"mlm": [keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+        metrics = {"mlm": [TokenAccuracy(name="accuracy"),
                            Perplexity(name="perplexity")]}
         if self.pair_head is not None:
             metrics["pair"] = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]

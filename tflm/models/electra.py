@@ -17,6 +17,7 @@ from tflm.layers.masked_lm_head import MaskedLMHead
 from tflm.models.backbone import BackboneTask, build_backbone
 from tflm.models.flops import flops_per_token
 from tflm.models.losses import TokenCrossEntropy
+from tflm.models.metrics import TokenAccuracy
 
 
 def generator_shape(backbone, fraction: float) -> tuple[int, int, int]:
@@ -278,7 +279,7 @@ class ElectraPretrainer(BackboneTask):
     def default_metrics(self):
         """`weighted_metrics`: the generator's masked-token accuracy; the discriminator's
         accuracy, precision and recall of "replaced" over real tokens."""
-        return {"mlm": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        return {"mlm": [TokenAccuracy(name="accuracy")],
                 "rtd": [ReplacedTokenAccuracy(name="accuracy"),
                         ReplacedTokenPrecision(name="precision"),
                         ReplacedTokenRecall(name="recall")]}
