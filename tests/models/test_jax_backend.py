@@ -80,7 +80,7 @@ SCRIPT = textwrap.dedent(
     ours, reference = Dense(5), keras.layers.Dense(5)
     ours.build((None, 16)), reference.build((None, 16))
     ours.bias.assign(np.linspace(-1.0, 1.0, 5)), reference.set_weights(ours.get_weights())
-    xs = rng.standard_normal((3, 4, 16)).astype("float32")
+    xs = rng.standard_normal((4, 1024, 16)).astype("float32")  # MIN_ROWS rows
     def dense_loss(values, layer, x):
         with keras.StatelessScope(state_mapping=list(zip(layer.trainable_variables, values))):
             return (layer(x, training=True) * np.arange(5.0)).sum()
@@ -88,7 +88,7 @@ SCRIPT = textwrap.dedent(
                                               ours, xs),
                          jax.grad(dense_loss)([v.value for v in reference.trainable_variables],
                                               reference, xs)):
-        assert np.abs(np.asarray(got) - np.asarray(want)).max() < 1e-5
+        assert np.abs(np.asarray(got) - np.asarray(want)).max() < 1e-3
 
     # The hashed dropout masks: the same hash values as on TensorFlow (digest checked by
     # the test), and the rate holds.
