@@ -88,8 +88,8 @@ def label_logit_is_largest(labels, logits):
 
     The argmax's verdict except on exact ties (a tie with the label counts as correct),
     without an argmax: XLA's CPU argmax is a variadic (value, index) reduction that
-    took 18-27 ms of bert_mini's training step over its (32, 20, 8192) logits, where
-    this max shares its pass with the loss's logsumexp.
+    took 18-27 ms of bert_mini's training step over its (32, 20, 8192) logits (a max
+    and a gather took 2.7 ms against the argmax's 4.0 on the same logits alone).
     """
     labels = ops.cast(labels, "int32")[..., None]
     picked = ops.take_along_axis(logits, labels, axis=-1)[..., 0]
