@@ -1,5 +1,6 @@
 """Samplers on known logits: allowed sets, reproducibility, limits, errors."""
 
+import keras
 import numpy as np
 import pytest
 from keras import ops
@@ -23,6 +24,30 @@ def test_greedy_is_argmax():
     logits = np.random.default_rng(0).normal(size=(5, 11)).astype("float32")
     ids = samplers.greedy(ops.convert_to_tensor(logits))
     np.testing.assert_array_equal(ops.convert_to_numpy(ids), logits.argmax(-1))
+
+
+def test_first_argmax_is_argmax_with_ties_to_the_first_index_eager_and_compiled():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(6, 300)).astype("float32")
+    logits[1, [7, 40, 299]] = 9.0  # a tie for the largest: the first index wins
+    logits[2] = -3.0  # all equal
+    logits[3, -1] = 50.0  # the largest in the last column
+    expected = logits.argmax(-1)
+    assert list(expected[1:4]) == [7, 0, 299]
+    eager = ops.convert_to_numpy(samplers.first_argmax(ops.convert_to_tensor(logits)))
+    np.testing.assert_array_equal(eager, expected)
+    assert str(eager.dtype) == "int32"
+    from tflm.generation.decode import compile_fn
+
+    compiled = compile_fn(samplers.first_argmax, keras.Model())
+    np.testing.assert_array_equal(ops.convert_to_numpy(compiled(logits)), expected)
+
+
+def test_first_argmax_of_a_nan_row_stays_in_the_vocabulary():
+    logits = np.zeros((2, 9), "float32")
+    logits[0, 3] = np.nan
+    ids = ops.convert_to_numpy(samplers.first_argmax(ops.convert_to_tensor(logits)))
+    assert 0 <= ids[0] < 9 and ids[1] == 0
 
 
 def test_top_k_only_emits_the_k_most_likely():
