@@ -1,6 +1,6 @@
 """The models run on JAX too: forward pass, jitted KV-cache decoding, the loss's
-gradient, the fused LM head's loss and gradients and Dense's bias gradient, in a
-subprocess."""
+gradient, the fused LM head's loss and gradients, Dense's bias gradient and greedy's
+argmax, in a subprocess."""
 
 import hashlib
 import importlib.util
@@ -89,6 +89,12 @@ SCRIPT = textwrap.dedent(
                          jax.grad(dense_loss)([v.value for v in reference.trainable_variables],
                                               reference, xs)):
         assert np.abs(np.asarray(got) - np.asarray(want)).max() < 1e-3
+
+    # Greedy's argmax as a max and a min over indices: numpy's argmax, ties to the first.
+    from tflm.generation.samplers import first_argmax
+    scores = np.random.default_rng(2).normal(size=(4, 50)).astype("float32")
+    scores[1, [3, 9]] = 9.0
+    assert (np.asarray(jax.jit(first_argmax)(scores)) == scores.argmax(-1)).all()
 
     # The hashed dropout masks: the same hash values as on TensorFlow (digest checked by
     # the test), and the rate holds.
