@@ -51,23 +51,6 @@ def test_reverse_gives_float32_logits_of_a_compute_dtype_product_with_the_tied_t
                                atol=1e-5)
 
 
-@pytest.mark.parametrize("shape", [(1, 1), (1,), (3, 1), (2, 4)])
-def test_tied_logits_equal_the_transposed_table_product_for_one_row_and_more(shape):
-    """One row takes the transpose_b matmul on TensorFlow (`tied_logits`); every shape,
-    eagerly and compiled, equals hidden @ table^T."""
-    from tflm.generation.decode import compile_fn
-    from tflm.layers.embedding import tied_logits
-
-    rng = np.random.default_rng(0)
-    hidden = rng.normal(size=(*shape, HIDDEN)).astype("float32")
-    table = rng.normal(size=(VOCAB, HIDDEN)).astype("float32")
-    expected = hidden @ table.T
-    for fn in (tied_logits, compile_fn(tied_logits, keras.Model())):
-        logits = _np(fn(ops.convert_to_tensor(hidden), ops.convert_to_tensor(table)))
-        assert logits.shape == (*shape, VOCAB)
-        np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
-
-
 def test_layer_checks(tmp_path):
     check_layer(
         TokenAndPositionEmbedding(VOCAB, MAX_LEN, HIDDEN, name="embedding"),

@@ -123,9 +123,9 @@ def first_argmax(scores):
     """`argmax(scores, axis=-1)` as int32 (the first index of each row's largest value),
     computed as a max and a min-of-indices, two plain reductions.
 
-    XLA's CPU backend runs argmax as one variadic (value, index) reduction; in the decode
-    loop over gpt_mini's 8192 logits the greedy step ran 10-11% faster with this form at
-    batch 1 and at batch 8 (same-process A/B, 21 interleaved runs, AMD EPYC, float32).
+    XLA's CPU backend runs argmax as one variadic (value, index) reduction; greedy decoding
+    of gpt_mini (8192 logits a row) ran 10-12% faster with this form at batch 1 and at
+    batch 8 (same-process A/B, 21 interleaved runs each, AMD EPYC, float32).
     A row without a largest value (NaN) gives the last index, never one out of range.
     """
     vocab = scores.shape[-1]
