@@ -11,7 +11,8 @@ with clipping, the task's loss and metrics, precision and XLA from ``resolve_pre
 with ``keras.optimizers.AdamW`` (same learning rate) and ``jit_compile=True`` (Keras'
 ``auto`` means no XLA for keras-hub models on TensorFlow), on the same synthetic batches
 (Zipf-distributed ids), one ``train_on_batch`` per step. ``--case`` runs one case
-(default ``all``: gpt, masked_lm, then electra: ``run_electra``).
+(default ``all``: gpt, masked_lm, then electra: ``run_electra``). ``--case gpt_parts``
+(not in ``all``) is a diagnostic of what bounds the gpt ratio: ``run_parts``.
 
 ``gpt``: ``configs/gpt_mini.py`` against ``GPT2CausalLM(GPT2Backbone(...),
 preprocessor=None)`` at tflm's precision (float32 on a CPU without bf16 instructions,
@@ -47,6 +48,7 @@ Prints one JSON line per comparison, ``{"bench", "baseline", "tflm", "unit", "ra
 """
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import json
@@ -539,10 +541,94 @@ def run_electra(args) -> None:
           f"{median['electra'] / median['bert_mlm']:.2f}x BERT's step time.")
 
 
+# gpt_parts: the block parts ``run_parts`` removes, one variant each, then all together.
+PARTS = ("attention", "layer_norms", "gelu")
+
+
+@contextlib.contextmanager
+def without(parts):
+    """tflm's blocks with ``parts`` (of ``PARTS``) replaced by pass-throughs while a model
+    is traced: attention returns its values (the Q/K/V and output projections stay, and
+    q and k stay in the graph), a layer norm returns its input, GELU its input. The
+    matmuls, embeddings, LM head, loss and optimizer are unchanged."""
+    import tflm.layers.attention as attention
+    import tflm.layers.transformer as transformer
+
+    saved = (attention.explicit_attention, transformer.gelu,
+             keras.layers.LayerNormalization.call)
+    if "attention" in parts:
+        attention.explicit_attention = (
+            lambda q, k, v, mask=None, dropout=None: v + 0 * (q + k))
+    if "layer_norms" in parts:
+        keras.layers.LayerNormalization.call = lambda self, x: x
+    if "gelu" in parts:
+        transformer.gelu = lambda x, approximate, training=None: x
+    try:
+        yield
+    finally:
+        (attention.explicit_attention, transformer.gelu,
+         keras.layers.LayerNormalization.call) = saved
+
+
+def run_parts(args) -> None:
+    """What gpt_mini's float32 step would need for the gpt case's target ratio.
+
+    Times keras-hub's ``GPT2CausalLM`` and tflm (as the gpt case builds them) against
+    tflm with each of ``PARTS`` removed (``without``), then all three: the step that is
+    left (matmuls, embeddings, the fused head and loss, optimizer) bounds what a faster
+    attention, layer norm or GELU could give. Prints each variant's tokens/s against
+    keras-hub (JSON ``ratio``: keras-hub's step time over the variant's, a speed ratio)
+    and the share of the three parts' cost the target leaves.
+    """
+    case = CASES["gpt"]
+    variants = {"keras_hub": (), "tflm": (),
+                **{f"tflm_without_{part}": (part,) for part in PARTS},
+                "tflm_without_all_three": PARTS}
+    runs, notes = {}, {}
+    for name, parts in variants.items():
+        kind = "keras_hub" if name == "keras_hub" else "tflm"
+        with without(parts):
+            model, notes[name] = build(case, kind)
+            batches = case.batches(variant_config(case, kind), 4, kind == "keras_hub")
+            runs[name] = runner(model, batches, args.steps)
+            runs[name]()  # warm-up: tracing (with the parts removed) and XLA compilation
+            runs[name]()  # and every batch seen once more before the timed rounds
+    seconds = {name: [] for name in runs}
+    for rep in range(args.reps):
+        for name in runs if rep % 2 == 0 else list(runs)[::-1]:
+            start = time.perf_counter()
+            runs[name]()
+            seconds[name].append((time.perf_counter() - start) / args.steps)
+    step = {name: statistics.median(s) for name, s in seconds.items()}
+    for name in list(variants)[1:]:
+        print(json.dumps({"bench": f"train_step_time/gpt_mini_parts/{name}_vs_keras_hub",
+                          "baseline": round(step["keras_hub"] * 1e3, 1),
+                          "tflm": round(step[name] * 1e3, 1), "unit": "ms/step",
+                          "ratio": round(step["keras_hub"] / step[name], 3),
+                          "target": case.target_speed}), flush=True)
+    config = variant_config(case, "tflm")
+    print(f"\ngpt_mini's step with parts removed, CPU ({cpu_description()}; flags "
+          f"{cpu_flags()}), {notes['tflm']}: batch {config.train.batch_size} x "
+          f"{config.data.seq_len}, {args.steps} steps x {args.reps} rounds (medians)")
+    for name in variants:
+        print(f"{name:<26}{step[name] * 1e3:>8.1f} ms/step{step['keras_hub'] / step[name]:>8.3f}x "
+              "keras-hub")
+    target = step["keras_hub"] / case.target_speed
+    parts_cost = step["tflm"] - step["tflm_without_all_three"]
+    left = target - step["tflm_without_all_three"]
+    print(f"{case.target_speed}x keras-hub is a {target * 1e3:.0f} ms step; attention, layer "
+          f"norms and GELU cost {parts_cost * 1e3:.0f} ms of tflm's {step['tflm'] * 1e3:.0f}: "
+          f"the target leaves them {left * 1e3:.0f} ms, "
+          f"{max(left, 0.0) / parts_cost:.0%} of their cost" if parts_cost > 0 else
+          "removing the three parts did not shorten the step (noise: rerun with more --reps)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--case", choices=(*CASES, "electra", "all"), default="all",
-                        help="which comparison to run (all: gpt, masked_lm, electra)")
+    parser.add_argument("--case", choices=(*CASES, "electra", "gpt_parts", "all"),
+                        default="all",
+                        help="which comparison to run (all: gpt, masked_lm, electra; "
+                             "gpt_parts: the gpt step with parts removed, run_parts)")
     parser.add_argument("--steps", type=int, default=3, help="train steps per timing")
     parser.add_argument("--reps", type=int, default=5, help="timed rounds (medians)")
     parser.add_argument("--quality_steps", type=int, default=300,
@@ -559,6 +645,8 @@ def main() -> None:
             run_case(case_name, args)
     if args.case in ("electra", "all"):
         run_electra(args)
+    if args.case == "gpt_parts":
+        run_parts(args)
 
 
 if __name__ == "__main__":
