@@ -483,6 +483,18 @@ def run_case(case_name: str, args) -> None:
               "(--quality_steps 0).")
 
 
+def median_step_seconds(runs: dict, args) -> dict:
+    """{name: median seconds a step} of ``runs`` ({name: ``runner``}) over ``args.reps``
+    rounds of every run in turn, the order reversed every other round."""
+    seconds = {name: [] for name in runs}
+    for rep in range(args.reps):
+        for name in runs if rep % 2 == 0 else list(runs)[::-1]:
+            start = time.perf_counter()
+            runs[name]()
+            seconds[name].append((time.perf_counter() - start) / args.steps)
+    return {name: statistics.median(s) for name, s in seconds.items()}
+
+
 def run_electra(args) -> None:
     """ELECTRA's step time as a multiple of BERT's at the same size (no keras-hub baseline:
     keras-hub has no ELECTRA pre-training task).
@@ -520,13 +532,7 @@ def run_electra(args) -> None:
         run = runner(model, batches, args.steps)
         run()  # warm-up: tracing and XLA compilation
         runs[name], notes[name] = run, precision
-    seconds = {name: [] for name in runs}
-    for rep in range(args.reps):
-        for name in runs if rep % 2 == 0 else list(runs)[::-1]:
-            start = time.perf_counter()
-            runs[name]()
-            seconds[name].append((time.perf_counter() - start) / args.steps)
-    median = {name: statistics.median(s) for name, s in seconds.items()}
+    median = median_step_seconds(runs, args)
     print(json.dumps({"bench": "train_step_time/electra_mini_vs_bert_mini_mlm",
                       "baseline": round(median["bert_mlm"] * 1e3, 1),
                       "tflm": round(median["electra"] * 1e3, 1), "unit": "ms/step",
@@ -593,13 +599,7 @@ def run_parts(args) -> None:
             runs[name] = runner(model, batches, args.steps)
             runs[name]()  # warm-up: tracing (with the parts removed) and XLA compilation
             runs[name]()  # and every batch seen once more before the timed rounds
-    seconds = {name: [] for name in runs}
-    for rep in range(args.reps):
-        for name in runs if rep % 2 == 0 else list(runs)[::-1]:
-            start = time.perf_counter()
-            runs[name]()
-            seconds[name].append((time.perf_counter() - start) / args.steps)
-    step = {name: statistics.median(s) for name, s in seconds.items()}
+    step = median_step_seconds(runs, args)
     for name in list(variants)[1:]:
         print(json.dumps({"bench": f"train_step_time/gpt_mini_parts/{name}_vs_keras_hub",
                           "baseline": round(step["keras_hub"] * 1e3, 1),
