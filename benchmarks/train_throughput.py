@@ -577,14 +577,14 @@ def without(parts):
 
 
 def run_parts(args) -> None:
-    """What gpt_mini's float32 step would need for the gpt case's target ratio.
+    """What gpt_mini's step (at tflm's precision) would need for the gpt case's target.
 
-    Times keras-hub's ``GPT2CausalLM`` and tflm (as the gpt case builds them) against
-    tflm with each of ``PARTS`` removed (``without``), then all three: the step that is
-    left (matmuls, embeddings, the fused head and loss, optimizer) bounds what a faster
-    attention, layer norm or GELU could give. Prints each variant's tokens/s against
-    keras-hub (JSON ``ratio``: keras-hub's step time over the variant's, a speed ratio)
-    and the share of the three parts' cost the target leaves.
+    Times keras-hub's ``GPT2CausalLM`` and tflm (as the gpt case builds them: the same
+    precision for both) against tflm with each of ``PARTS`` removed (``without``), then
+    all three: the step that is left (matmuls, embeddings, the fused head and loss,
+    optimizer) bounds what a faster attention, layer norm or GELU could give. Prints each
+    variant's ms/step and its speed against keras-hub (JSON ``ratio``: keras-hub's step
+    time over the variant's), and the share of the three parts' cost the target leaves.
     """
     case = CASES["gpt"]
     variants = {"keras_hub": (), "tflm": (),
@@ -608,8 +608,9 @@ def run_parts(args) -> None:
                           "target": case.target_speed}), flush=True)
     config = variant_config(case, "tflm")
     print(f"\ngpt_mini's step with parts removed, CPU ({cpu_description()}; flags "
-          f"{cpu_flags()}), {notes['tflm']}: batch {config.train.batch_size} x "
-          f"{config.data.seq_len}, {args.steps} steps x {args.reps} rounds (medians)")
+          f"{cpu_flags()}); tflm: {notes['tflm']}; keras-hub: {notes['keras_hub']}; batch "
+          f"{config.train.batch_size} x {config.data.seq_len}, {args.steps} steps x "
+          f"{args.reps} rounds (medians)")
     for name in variants:
         print(f"{name:<26}{step[name] * 1e3:>8.1f} ms/step{step['keras_hub'] / step[name]:>8.3f}x "
               "keras-hub")
