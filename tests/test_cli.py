@@ -121,11 +121,19 @@ def test_train_evaluate_generate_through_the_command(tmp_path):
                      timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("--- ") == 2
+    # A bad sampler: test_generate_rejects_a_bad_sampler_before_loading_the_model.
 
-    result = run_cli("generate", f"--model={workdir / 'model'}", "--prompt=The",
-                     "--max_new_tokens=5", "--sampler=nucleus", timeout=300)
+
+def test_generate_rejects_a_bad_sampler_before_loading_the_model(tmp_path):
+    missing = tmp_path / "no_model_here"
+    result = run_cli("generate", f"--model={missing}", "--prompt=The", "--sampler=nucleus")
     assert result.returncode == 1
     assert "nucleus" in result.stderr and "top_p" in result.stderr
+    assert "no_model_here" not in result.stderr  # the sampler was checked first
+    result = run_cli("generate", f"--model={missing}", "--prompt=The", "--sampler=top_p",
+                     "--top_p=1.5")
+    assert result.returncode == 1 and "top_p" in result.stderr
+    assert "no_model_here" not in result.stderr
 
 
 @pytest.fixture(scope="module")

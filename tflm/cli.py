@@ -221,6 +221,10 @@ def _generate(argv) -> None:
     prompts = list(FLAGS.prompt)
     if FLAGS.prompts_file:
         prompts += _read_prompts(FLAGS.prompts_file)
+    if FLAGS.sampler != "beam":  # a bad name or option fails before the model loads
+        from tflm.generation import make_sampler
+
+        make_sampler(FLAGS.sampler, FLAGS.temperature, FLAGS.top_k, FLAGS.top_p)
     lm = tflm.load(FLAGS.model)
     if not hasattr(lm, "generate"):
         raise GenerationError(f"the model in {FLAGS.model} ({lm.config.train.objective}) does "
